@@ -1,0 +1,73 @@
+"""The control-plane application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from sqlalchemy import Engine
+
+from modelyard import __version__
+from modelyard.api.deps import API_PREFIX
+from modelyard.api.errors import install_error_handlers
+from modelyard.api.middleware import RequestContextMiddleware
+from modelyard.api.routes import audit, health, projects, secrets, tokens, users
+from modelyard.api.state import AppState
+from modelyard.auth.oidc import OIDCVerifier
+from modelyard.config import Settings
+from modelyard.monitoring.metrics import HttpMetrics
+from modelyard.monitoring.tracing import create_tracer_provider
+from modelyard.services.identity import Authenticator
+from modelyard.store.db import create_store_engine, session_factory
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
+    """Build the control-plane API for ``settings``.
+
+    Args:
+        settings: Platform settings; the store is opened lazily on the first request.
+        engine: An engine to share (tests, the ``up`` command); one is created otherwise
+            and disposed of when the app shuts down.
+    """
+    owns_engine = engine is None
+    store_engine = engine or create_store_engine(settings.resolved_database_url)
+    tracer_provider = create_tracer_provider("modelyard-api")
+    metrics = HttpMetrics()
+    state = AppState(
+        settings=settings,
+        engine=store_engine,
+        sessions=session_factory(store_engine),
+        authenticator=Authenticator(
+            settings=settings,
+            oidc=OIDCVerifier(settings) if settings.oidc_enabled else None,
+        ),
+        metrics=metrics,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        tracer_provider.shutdown()
+        if owns_engine:
+            store_engine.dispose()
+
+    app = FastAPI(
+        title="modelyard control plane",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.modelyard = state
+    install_error_handlers(app)
+    app.include_router(health.router)
+    for module in (users, tokens, projects, secrets, audit):
+        app.include_router(module.router)
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app

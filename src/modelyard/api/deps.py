@@ -1,0 +1,81 @@
+"""FastAPI dependencies: the per-request service context and request metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+
+from modelyard.api.state import AppState
+from modelyard.auth.principal import Origin
+from modelyard.errors import InvalidInputError
+from modelyard.monitoring.logging import request_id_var
+from modelyard.services.context import ServiceContext
+from modelyard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+API_PREFIX = "/api/v1"
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.modelyard
+    return state
+
+
+def origin_of(request: Request, state: AppState) -> Origin:
+    client_ip = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if state.settings.trust_forwarded_for and forwarded:
+        client_ip = forwarded.split(",")[0].strip()
+    return Origin(
+        client_ip=client_ip,
+        user_agent=(request.headers.get("user-agent") or "")[:256] or None,
+        request_id=request_id_var.get(),
+    )
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credential.strip() or None
+
+
+def service_context(request: Request) -> Iterator[ServiceContext]:
+    """Authenticate the caller and open one transaction for the request.
+
+    The transaction commits when the route returns (before the answer is sent), and
+    rolls back if it raises.
+    """
+    state = app_state(request)
+    origin = origin_of(request, state)
+    with state.sessions() as session, session.begin():
+        principal = state.authenticator.authenticate(session, _bearer(request), origin)
+        request.state.principal = principal
+        yield ServiceContext(
+            session=session, principal=principal, origin=origin, settings=state.settings
+        )
+
+
+Ctx = Annotated[ServiceContext, Depends(service_context, scope="function")]
+
+
+def _if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
+    """``If-Match: "3"`` (or ``3``) -> 3; the version the caller last read."""
+    if if_match is None:
+        return None
+    raw = if_match.strip().removeprefix("W/").strip('"')
+    if not raw.isdigit():
+        raise InvalidInputError(
+            'If-Match must be a resource version, like "3"',
+            code="request/invalid_if_match",
+            details={"header": "If-Match"},
+        )
+    return int(raw)
+
+
+IfMatch = Annotated[int | None, Depends(_if_match)]
+Cursor = Annotated[str | None, Query(description="From the previous page's next_cursor.")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+DEFAULT_PAGE = DEFAULT_LIMIT

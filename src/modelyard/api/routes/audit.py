@@ -1,0 +1,31 @@
+"""The audit log, newest first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+
+from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, Limit
+from modelyard.services.audit import AuditService
+from modelyard.specs.common import PageOut
+from modelyard.specs.projects import AuditEventOut
+
+router = APIRouter(prefix=API_PREFIX, tags=["audit"])
+
+
+@router.get("/audit")
+def list_audit_events(
+    ctx: Ctx,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_PAGE,
+    project: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+) -> PageOut[AuditEventOut]:
+    page = AuditService(ctx).list(
+        cursor=cursor, limit=limit, project=project, actor=actor, since=since
+    )
+    return PageOut(
+        items=[AuditEventOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor
+    )

@@ -1,0 +1,1 @@
+"""Identity and access: principals, roles, API tokens, OIDC and secret encryption."""

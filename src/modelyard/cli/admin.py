@@ -1,0 +1,137 @@
+"""Commands that act on this machine's store directly: init, up, server, db."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from modelyard.api import create_app
+from modelyard.auth.secret_box import ensure_key_file
+from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
+from modelyard.client import Credentials, save_credentials
+from modelyard.config import Settings
+from modelyard.services.identity import bootstrap_superuser
+from modelyard.store import migrate
+from modelyard.store.db import create_store_engine, session_factory, transaction
+
+db_app = typer.Typer(help="The metadata store's schema.", no_args_is_help=True)
+
+HostOption = Annotated[str | None, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
+
+
+def prepare_home(settings: Settings) -> bool:
+    """Create the home folder and key file, and bring the schema up to date.
+
+    Returns whether a new secret key file was created.
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    created_key = ensure_key_file(settings)
+    engine = create_store_engine(settings.resolved_database_url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    return created_key
+
+
+def init(
+    admin: Annotated[str, typer.Option(help="Name of the first superuser.")] = "admin",
+    login: Annotated[
+        bool, typer.Option(help="Also store the new token as this machine's credentials.")
+    ] = True,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Create the home folder, key file and schema, and the first superuser with a token."""
+    settings = Settings()
+    with console.status("preparing the metadata store"):
+        created_key = prepare_home(settings)
+    engine = create_store_engine(settings.resolved_database_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            issued = bootstrap_superuser(session, settings, admin)
+    finally:
+        engine.dispose()
+    url = f"http://{settings.host}:{settings.port}"
+    if login:
+        save_credentials(Credentials(url=url, token=issued.token))
+    if output is OutputFormat.json:
+        emit_message(
+            "initialised",
+            output,
+            home=str(settings.home),
+            superuser=admin,
+            token=issued.token,
+            key_file_created=created_key,
+        )
+        return
+    console.print(f"[green]initialised[/green] {settings.home}")
+    console.print(f"superuser: [bold]{admin}[/bold]")
+    console.print("token (shown once, store it now):")
+    console.print(issued.token, soft_wrap=True, highlight=False)
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+    from modelyard.monitoring.logging import configure_logging
+
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_seconds),
+        proxy_headers=settings.trust_forwarded_for,
+    )
+
+
+def up(host: HostOption = None, port: PortOption = None) -> None:
+    """Prepare the home and schema, then run the API server and the controllers."""
+    settings = Settings()
+    prepare_home(settings)
+    _serve(settings, host, port)
+
+
+def server(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the API server alone (schema migrations are someone else's job, e.g. a Job)."""
+    _serve(Settings(), host, port)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Apply schema migrations."""
+    engine = create_store_engine(Settings().resolved_database_url)
+    try:
+        migrate.upgrade(engine, revision)
+        console.print(f"schema at revision {migrate.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Option(help="Target revision, e.g. -1 or base.")],
+) -> None:
+    """Revert schema migrations."""
+    engine = create_store_engine(Settings().resolved_database_url)
+    try:
+        migrate.downgrade(engine, revision)
+        console.print(f"schema at revision {migrate.current_revision(engine)}")
+    finally:
+        engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema's revision and whether it is the newest."""
+    engine = create_store_engine(Settings().resolved_database_url)
+    try:
+        current = migrate.current_revision(engine)
+        state = "up to date" if migrate.is_current(engine) else "outdated"
+        console.print(f"{current or 'empty'} ({state})")
+    finally:
+        engine.dispose()

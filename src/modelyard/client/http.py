@@ -1,0 +1,223 @@
+"""A typed client of ``/api/v1``; every error answer becomes the matching ``ModelyardError``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel
+
+from modelyard import __version__
+from modelyard.errors import ServiceUnavailableError, error_from_response
+from modelyard.specs.common import PageOut
+from modelyard.specs.identity import (
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+    WhoAmI,
+)
+from modelyard.specs.projects import (
+    AuditEventOut,
+    MemberAdd,
+    MemberOut,
+    MemberUpdate,
+    ProjectCreate,
+    ProjectOut,
+    ProjectUpdate,
+    SecretOut,
+    SecretPut,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+class ModelyardClient:
+    """Talks to one control-plane server.
+
+    Args:
+        url: The server's base address, e.g. ``http://127.0.0.1:8420``.
+        token: An API token or an OIDC access token.
+        timeout: Seconds per request.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
+        headers = {"User-Agent": f"modelyard-client/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ModelyardClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        version: int | None = None,
+    ) -> httpx.Response:
+        headers = {"If-Match": f'"{version}"'} if version is not None else None
+        clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(
+                method, path, json=json, params=clean_params, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(
+                f"cannot reach the modelyard server at {self.url}: {exc}",
+                code="client/unreachable",
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            raise error_from_response(response.status_code, body)
+        return response
+
+    def _get(self, model: type[M], path: str, **params: Any) -> M:
+        return model.model_validate(self.request("GET", path, params=params).json())
+
+    def _page(self, model: type[M], path: str, **params: Any) -> PageOut[M]:
+        body = self.request("GET", path, params=params).json()
+        return PageOut[model](**body)  # type: ignore[valid-type]
+
+    def _send(self, model: type[M], method: str, path: str, spec: BaseModel, **kw: Any) -> M:
+        body = spec.model_dump(exclude_unset=True, mode="json")
+        return model.model_validate(self.request(method, path, json=body, **kw).json())
+
+    # -- health and identity ---------------------------------------------------------
+
+    def ready(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.request("GET", "/readyz").json()
+        return body
+
+    def whoami(self) -> WhoAmI:
+        return self._get(WhoAmI, "/api/v1/whoami")
+
+    # -- users -----------------------------------------------------------------------
+
+    def create_user(self, spec: UserCreate) -> UserOut:
+        return self._send(UserOut, "POST", "/api/v1/users", spec)
+
+    def list_users(self, *, cursor: str | None = None, limit: int = 50) -> PageOut[UserOut]:
+        return self._page(UserOut, "/api/v1/users", cursor=cursor, limit=limit)
+
+    def get_user(self, name: str) -> UserOut:
+        return self._get(UserOut, f"/api/v1/users/{_seg(name)}")
+
+    def update_user(self, name: str, spec: UserUpdate, *, version: int | None = None) -> UserOut:
+        return self._send(UserOut, "PATCH", f"/api/v1/users/{_seg(name)}", spec, version=version)
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def create_token(self, spec: TokenCreate) -> TokenCreated:
+        return self._send(TokenCreated, "POST", "/api/v1/tokens", spec)
+
+    def list_tokens(self, *, cursor: str | None = None, limit: int = 50) -> PageOut[TokenOut]:
+        return self._page(TokenOut, "/api/v1/tokens", cursor=cursor, limit=limit)
+
+    def revoke_token(self, token_id: str) -> TokenOut:
+        response = self.request("DELETE", f"/api/v1/tokens/{_seg(token_id)}")
+        return TokenOut.model_validate(response.json())
+
+    # -- projects and members ----------------------------------------------------------
+
+    def create_project(self, spec: ProjectCreate) -> ProjectOut:
+        return self._send(ProjectOut, "POST", "/api/v1/projects", spec)
+
+    def list_projects(self, *, cursor: str | None = None, limit: int = 50) -> PageOut[ProjectOut]:
+        return self._page(ProjectOut, "/api/v1/projects", cursor=cursor, limit=limit)
+
+    def get_project(self, name: str) -> ProjectOut:
+        return self._get(ProjectOut, f"/api/v1/projects/{_seg(name)}")
+
+    def update_project(
+        self, name: str, spec: ProjectUpdate, *, version: int | None = None
+    ) -> ProjectOut:
+        path = f"/api/v1/projects/{_seg(name)}"
+        return self._send(ProjectOut, "PATCH", path, spec, version=version)
+
+    def delete_project(self, name: str, *, version: int | None = None) -> None:
+        self.request("DELETE", f"/api/v1/projects/{_seg(name)}", version=version)
+
+    def list_members(
+        self, project: str, *, cursor: str | None = None, limit: int = 50
+    ) -> PageOut[MemberOut]:
+        path = f"/api/v1/projects/{_seg(project)}/members"
+        return self._page(MemberOut, path, cursor=cursor, limit=limit)
+
+    def add_member(self, project: str, spec: MemberAdd) -> MemberOut:
+        return self._send(MemberOut, "POST", f"/api/v1/projects/{_seg(project)}/members", spec)
+
+    def update_member(
+        self, project: str, user: str, spec: MemberUpdate, *, version: int | None = None
+    ) -> MemberOut:
+        path = f"/api/v1/projects/{_seg(project)}/members/{_seg(user)}"
+        return self._send(MemberOut, "PATCH", path, spec, version=version)
+
+    def remove_member(self, project: str, user: str, *, version: int | None = None) -> None:
+        path = f"/api/v1/projects/{_seg(project)}/members/{_seg(user)}"
+        self.request("DELETE", path, version=version)
+
+    # -- secrets ---------------------------------------------------------------------
+
+    def list_secrets(
+        self, project: str, *, cursor: str | None = None, limit: int = 50
+    ) -> PageOut[SecretOut]:
+        path = f"/api/v1/projects/{_seg(project)}/secrets"
+        return self._page(SecretOut, path, cursor=cursor, limit=limit)
+
+    def get_secret(self, project: str, name: str) -> SecretOut:
+        return self._get(SecretOut, f"/api/v1/projects/{_seg(project)}/secrets/{_seg(name)}")
+
+    def put_secret(
+        self, project: str, name: str, spec: SecretPut, *, version: int | None = None
+    ) -> SecretOut:
+        path = f"/api/v1/projects/{_seg(project)}/secrets/{_seg(name)}"
+        return self._send(SecretOut, "PUT", path, spec, version=version)
+
+    def delete_secret(self, project: str, name: str, *, version: int | None = None) -> None:
+        path = f"/api/v1/projects/{_seg(project)}/secrets/{_seg(name)}"
+        self.request("DELETE", path, version=version)
+
+    # -- audit -----------------------------------------------------------------------
+
+    def list_audit(
+        self,
+        *,
+        project: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PageOut[AuditEventOut]:
+        return self._page(
+            AuditEventOut,
+            "/api/v1/audit",
+            project=project,
+            actor=actor,
+            since=since.isoformat() if since else None,
+            cursor=cursor,
+            limit=limit,
+        )

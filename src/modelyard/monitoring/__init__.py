@@ -1,0 +1,1 @@
+"""Telemetry: metric names, JSON logging with request and trace ids, OpenTelemetry tracing."""

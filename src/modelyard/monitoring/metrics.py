@@ -1,0 +1,40 @@
+"""Prometheus metrics of the control-plane API, on a registry owned by each app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class HttpMetrics:
+    """Request count, latency and in-flight requests, labelled by route template.
+
+    Labels use the route template (``/api/v1/projects/{project}``), never the raw path,
+    so the label set stays bounded.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "modelyard_http_requests_total",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "modelyard_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"],
+            buckets=HTTP_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "modelyard_http_inflight_requests",
+            "HTTP requests being answered now.",
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, code: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(code)).inc()
+        self.duration.labels(method, route).observe(seconds)

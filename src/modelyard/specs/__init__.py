@@ -1,0 +1,1 @@
+"""Typed, versioned specs: the contract between the API, the client, the CLI and services."""

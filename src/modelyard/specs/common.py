@@ -1,0 +1,33 @@
+"""Shared spec pieces: names, pages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+T = TypeVar("T")
+
+ProjectName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63),
+]
+"""A DNS-1123 label, so a project can become a Kubernetes namespace unchanged."""
+
+UserName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$", max_length=64)
+]
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,252}$"  # noqa: S105
+SecretName = Annotated[str, StringConstraints(pattern=SECRET_NAME_PATTERN, max_length=253)]
+RoleName = Annotated[str, StringConstraints(pattern=r"^(viewer|editor|admin)$")]
+
+
+class Spec(BaseModel):
+    """Base of every spec: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class PageOut(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None

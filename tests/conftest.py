@@ -1,0 +1,149 @@
+"""Shared fixtures: isolated settings, a migrated store, and a real HTTP server per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine
+
+from modelyard.api import create_app
+from modelyard.config import Settings
+from modelyard.services.tokens import issue_token
+from modelyard.store import migrate
+from modelyard.store.db import create_store_engine, session_factory, transaction
+from modelyard.store.models import User
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's MODELYARD_* variables, config or credentials."""
+    for name in list(os.environ):
+        if name.startswith(("MODELYARD_", "OTEL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "modelyard.db"
+    engine = create_store_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", secret_key=Fernet.generate_key().decode())
+
+
+@pytest.fixture
+def engine(settings: Settings, _migrated_sqlite_template: Path) -> Iterator[Engine]:
+    """A migrated SQLite store of this test's own (copied from a migrated template)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_migrated_sqlite_template, settings.home / "modelyard.db")
+    store = create_store_engine(settings.resolved_database_url)
+    yield store
+    store.dispose()
+
+
+class LiveServer:
+    """uvicorn serving an app on a free loopback port, in a thread."""
+
+    def __init__(self, app: object) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_config=None, lifespan="on")  # type: ignore[arg-type]
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
+@dataclass
+class Platform:
+    """A running control plane and ways to make principals for it."""
+
+    url: str
+    settings: Settings
+    engine: Engine
+    admin_token: str
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_token)
+
+    def user(self, name: str, *, superuser: bool = False, ttl_days: int = 30) -> str:
+        """Create a user directly in the store and return a fresh API token for it."""
+        with transaction(session_factory(self.engine)) as session:
+            user = User(name=name, is_superuser=superuser)
+            session.add(user)
+            session.flush()
+            return issue_token(session, user, "test", ttl_days).token
+
+
+def start_platform(settings: Settings, engine: Engine) -> tuple[LiveServer, Platform]:
+    server = LiveServer(create_app(settings, engine=engine))
+    server.start()
+    platform = Platform(url=server.url, settings=settings, engine=engine, admin_token="")
+    platform.admin_token = platform.user("admin", superuser=True)
+    return server, platform
+
+
+@pytest.fixture
+def platform(settings: Settings, engine: Engine) -> Iterator[Platform]:
+    server, running = start_platform(settings, engine)
+    yield running
+    server.stop()
+
+
+MakeProject = Callable[..., httpx.Response]
+
+
+@pytest.fixture
+def make_project(platform: Platform) -> MakeProject:
+    """Create a project as the superuser, with ``members`` as ``{user: role}``."""
+
+    def make(name: str, members: dict[str, str] | None = None) -> httpx.Response:
+        with platform.admin() as admin:
+            response = admin.post("/api/v1/projects", json={"name": name})
+            response.raise_for_status()
+            for user, role in (members or {}).items():
+                added = admin.post(
+                    f"/api/v1/projects/{name}/members", json={"user": user, "role": role}
+                )
+                added.raise_for_status()
+        return response
+
+    return make
