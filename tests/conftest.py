@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +24,7 @@ from sqlalchemy import Engine
 
 from modelyard.api import create_app
 from modelyard.config import Settings
+from modelyard.monitoring.logging import configure_logging
 from modelyard.services.tokens import issue_token
 from modelyard.store import migrate
 from modelyard.store.db import create_store_engine, session_factory, transaction
@@ -147,3 +153,41 @@ def make_project(platform: Platform) -> MakeProject:
         return response
 
     return make
+
+
+class JsonLogs:
+    """What the platform's loggers wrote, as configured for production (JSON lines)."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        self._stream = stream
+
+    def text(self) -> str:
+        return self._stream.getvalue()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[JsonLogs]:
+    names = ("modelyard", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {
+        name: (
+            list(logging.getLogger(name).handlers),
+            logging.getLogger(name).level,
+            logging.getLogger(name).propagate,
+            logging.getLogger(name).disabled,
+        )
+        for name in names
+    }
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    configure_logging("DEBUG", json_output=True)
+    monkeypatch.undo()
+    yield JsonLogs(stream)
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
