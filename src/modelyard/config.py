@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     graceful_shutdown_seconds: float = 20.0
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     token_ttl_days: int = Field(default=90, ge=0, description="0 means tokens never expire.")
     allow_user_project_creation: bool = True

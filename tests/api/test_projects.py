@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.conftest import MakeProject, Platform
@@ -239,3 +241,37 @@ def test_unknown_routes_and_methods_use_the_error_shape(platform: Platform) -> N
     assert missing.json()["error"]["code"] == "http/not_found"
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "http/method_not_allowed"
+
+
+def test_oversized_and_non_json_bodies_are_refused(platform: Platform) -> None:
+    with platform.admin() as admin:
+        huge = admin.post(
+            "/api/v1/projects",
+            json={"name": "big", "description": "x" * (platform.settings.max_request_bytes + 1)},
+        )
+        text = admin.post(
+            "/api/v1/projects", content=b"name=big", headers={"content-type": "text/plain"}
+        )
+        listed = admin.get("/api/v1/projects").json()["items"]
+    assert huge.status_code == 413
+    assert huge.json()["error"]["code"] == "request/too_large"
+    assert text.status_code in (415, 422)
+    assert text.json()["error"]["code"] in ("request/unsupported_media_type", "request/invalid")
+    assert listed == []
+
+
+def test_oversized_chunked_bodies_are_refused_too(platform: Platform) -> None:
+    limit = platform.settings.max_request_bytes
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "big", "description": "'
+        for _ in range(limit // 1024 + 1):
+            yield b"x" * 1024
+        yield b'"}'
+
+    with platform.admin() as admin:
+        response = admin.post(
+            "/api/v1/projects", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["details"] == {"limit_bytes": limit}

@@ -69,5 +69,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"
     )
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_request_bytes
+    )
     return app

@@ -103,5 +103,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http/{exc.status_code}")
-    body = {"error": {"code": code, "message": str(exc.detail), "details": {}}}
+    details = getattr(exc, "details", {})
+    body = {"error": {"code": code, "message": str(exc.detail), "details": details}}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard.monitoring.logging import request_id_var
@@ -21,14 +22,22 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _UNMATCHED = "<unmatched>"
 
 
-class RequestContextMiddleware:
-    """Tags each request with an ``X-Request-ID`` (the caller's, if well-formed), measures
-    it by route template, writes one access-log line, and turns an unhandled exception
-    into a 500 in the error shape so the caller still gets the request id."""
+class RequestBodyTooLargeError(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+        self.details = {"limit_bytes": limit}
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+
+class RequestContextMiddleware:
+    """Tags each request with an ``X-Request-ID`` (the caller's, if well-formed), refuses
+    bodies over ``max_body_bytes`` with a 413, measures the request by route template,
+    writes one access-log line, and turns an unhandled exception into a 500 in the error
+    shape so the caller still gets the request id."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, max_body_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,13 +59,30 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        received = 0
+
+        async def receive_with_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise RequestBodyTooLargeError(self.max_body_bytes)
+            return message
+
         self.metrics.inflight.inc()
         try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("unhandled error")
-            if not response_started:
-                await _send_internal_error(send_with_id, request_id)
+            if _declared_length(scope) > self.max_body_bytes:
+                await _send_error(send_with_id, 413, _too_large(self.max_body_bytes))
+            else:
+                await self.app(scope, receive_with_limit, send_with_id)
+        except Exception as exc:
+            if response_started:
+                raise  # the answer is on its way; whoever raised knows what it sent
+            if isinstance(exc, RequestBodyTooLargeError):
+                await _send_error(send_with_id, 413, _too_large(self.max_body_bytes))
+            else:
+                logger.exception("unhandled error")
+                await _send_error(send_with_id, 500, _internal_error(request_id))
         finally:
             self.metrics.inflight.dec()
             elapsed = time.perf_counter() - started
@@ -89,25 +115,42 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-async def _send_internal_error(send: Any, request_id: str) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "internal/error",
-                "message": "the server failed to answer; the request id tells an operator where "
-                "to look",
-                "details": {"request_id": request_id},
-            }
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": "request/too_large",
+            "message": f"the request body is larger than {limit} bytes",
+            "details": {"limit_bytes": limit},
         }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
+    }
+
+
+def _internal_error(request_id: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": "internal/error",
+            "message": "the server failed to answer; the request id tells an operator where "
+            "to look",
+            "details": {"request_id": request_id},
         }
-    )
-    await send({"type": "http.response.body", "body": body})
+    }
+
+
+async def _send_error(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
