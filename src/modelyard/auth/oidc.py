@@ -59,7 +59,9 @@ class OIDCVerifier:
         with self._lock:
             if self._jwks_client is None:
                 url = self._settings.oidc_jwks_url or self._discover_jwks_url()
-                self._jwks_client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+                # Cache the whole key set for a while, not single keys forever, so a key
+                # the provider withdraws stops being trusted within the lifespan.
+                self._jwks_client = jwt.PyJWKClient(url, cache_keys=False, lifespan=300, timeout=5)
             return self._jwks_client
 
     def _discover_jwks_url(self) -> str:
@@ -67,12 +69,19 @@ class OIDCVerifier:
         try:
             response = httpx.get(url, timeout=_DISCOVERY_TIMEOUT_S)
             response.raise_for_status()
-            return str(response.json()["jwks_uri"])
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            document = response.json()
+            issuer, jwks_uri = document["issuer"], document["jwks_uri"]
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
             raise ServiceUnavailableError(
                 f"the OIDC provider's discovery document could not be read from {url}",
                 code="auth/oidc_unavailable",
             ) from exc
+        if str(issuer).rstrip("/") != self._issuer.rstrip("/"):
+            raise ServiceUnavailableError(
+                f"the discovery document at {url} names another issuer ({issuer!r})",
+                code="auth/oidc_misconfigured",
+            )
+        return str(jwks_uri)
 
     def verify(self, token: str) -> OIDCIdentity:
         """Return the identity a valid token carries.
@@ -84,20 +93,23 @@ class OIDCVerifier:
         """
         try:
             signing_key = self._client().get_signing_key_from_jwt(token)
-        except jwt.PyJWKClientConnectionError as exc:
+        except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, ValueError) as exc:
+            # Unreachable, empty or unreadable key set: the provider's problem, not the caller's.
             raise ServiceUnavailableError(
                 "the OIDC provider's signing keys could not be fetched",
                 code="auth/oidc_unavailable",
             ) from exc
-        except (jwt.PyJWKClientError, jwt.DecodeError) as exc:
+        except jwt.PyJWTError as exc:
             raise AuthenticationError(
                 "the token is not signed by a key of the configured OIDC provider",
                 code="auth/invalid_token",
             ) from exc
-        claims = self._decode(token, signing_key.key)
+        claims = self._decode(token, signing_key)
         return self._identity(claims)
 
-    def _decode(self, token: str, key: Any) -> dict[str, Any]:
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
+        # Passing the PyJWK (not its raw key) makes PyJWT refuse a token whose
+        # algorithm does not fit the key, instead of failing with a TypeError.
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -122,7 +134,7 @@ class OIDCVerifier:
             raise AuthenticationError(
                 "the token's signature is not valid", code="auth/invalid_signature"
             ) from exc
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
             raise AuthenticationError(
                 f"the token is not valid: {exc}", code="auth/invalid_token"
             ) from exc

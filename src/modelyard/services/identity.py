@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelyard.auth.oidc import OIDCVerifier, grants_from_groups
+from modelyard.auth.oidc import OIDCIdentity, OIDCVerifier, grants_from_groups
 from modelyard.auth.principal import Origin, Principal
 from modelyard.auth.roles import Role
 from modelyard.auth.tokens import hash_token, looks_like_api_token
@@ -16,11 +18,13 @@ from modelyard.config import Settings
 from modelyard.errors import AuthenticationError, ConflictError
 from modelyard.services.context import ServiceContext
 from modelyard.services.tokens import IssuedToken, issue_token
+from modelyard.specs.common import UserName
 from modelyard.specs.identity import WhoAmI
 from modelyard.store.models import AuditEvent, Project, RoleBinding, User
 from modelyard.store.repositories import TokenRepository, UserRepository
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+_USER_NAME: TypeAdapter[str] = TypeAdapter(UserName)
 
 
 @dataclass(frozen=True)
@@ -68,31 +72,7 @@ class Authenticator:
         users = UserRepository(session)
         user = users.by_oidc_subject(identity.qualified_subject)
         if user is None:
-            if users.by_name(identity.username) is not None:
-                raise AuthenticationError(
-                    f"the name {identity.username!r} belongs to another account; ask an "
-                    "administrator to link or rename it",
-                    code="auth/user_conflict",
-                )
-            user = User(
-                name=identity.username,
-                email=identity.email,
-                oidc_subject=identity.qualified_subject,
-            )
-            session.add(user)
-            session.flush()
-            session.add(
-                AuditEvent(
-                    actor=user.name,
-                    action="user.create",
-                    resource_type="user",
-                    resource_name=user.name,
-                    client_ip=origin.client_ip,
-                    user_agent=origin.user_agent,
-                    request_id=origin.request_id,
-                    details={"via": "oidc", "issuer": identity.issuer},
-                )
-            )
+            user = _provision_oidc_user(session, identity, origin)
         _refuse_disabled(user)
         return Principal(
             user_id=user.id,
@@ -101,6 +81,48 @@ class Authenticator:
             via="oidc",
             group_roles=grants.project_roles,
         )
+
+
+def _provision_oidc_user(session: Session, identity: OIDCIdentity, origin: Origin) -> User:
+    """Create the user an identity provider vouches for, on its first request."""
+    try:
+        name = _USER_NAME.validate_python(identity.username)
+    except ValidationError as exc:
+        raise AuthenticationError(
+            f"the identity provider's username {identity.username[:80]!r} is not a valid "
+            "modelyard user name (letters, digits and ._@+-, at most 64)",
+            code="auth/invalid_username",
+        ) from exc
+    users = UserRepository(session)
+    if users.by_name(name) is not None:
+        raise AuthenticationError(
+            f"the name {name!r} belongs to another account; ask an administrator to link or "
+            "rename it",
+            code="auth/user_conflict",
+        )
+    user = User(name=name, email=identity.email, oidc_subject=identity.qualified_subject)
+    try:
+        with session.begin_nested():
+            session.add(user)
+    except IntegrityError:
+        # Two first requests raced; the other one created the user.
+        existing = users.by_oidc_subject(identity.qualified_subject)
+        if existing is None:
+            raise
+        return existing
+    session.add(
+        AuditEvent(
+            actor=user.name,
+            action="user.create",
+            resource_type="user",
+            resource_name=user.name,
+            client_ip=origin.client_ip,
+            user_agent=origin.user_agent,
+            request_id=origin.request_id,
+            details={"via": "oidc", "issuer": identity.issuer},
+        )
+    )
+    return user
 
 
 def _refuse_disabled(user: User) -> None:
