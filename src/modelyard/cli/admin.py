@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -77,6 +79,9 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     from modelyard.monitoring.logging import configure_logging
 
     configure_logging(settings.log_level, json_output=settings.log_json)
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; this handler
+    # turns that into a clean exit 0, which is what a graceful stop is.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
@@ -120,7 +125,7 @@ def db_downgrade(
     engine = create_store_engine(Settings().resolved_database_url)
     try:
         migrate.downgrade(engine, revision)
-        console.print(f"schema at revision {migrate.current_revision(engine)}")
+        console.print(f"schema at revision {migrate.current_revision(engine) or 'empty'}")
     finally:
         engine.dispose()
 

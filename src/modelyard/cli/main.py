@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 import typer
-from click.exceptions import ClickException
 from pydantic import ValidationError
+from rich.markup import escape
+from typer.exceptions import TyperException
 
 from modelyard import __version__
 from modelyard.cli import admin, identity, projects, secrets
@@ -49,20 +50,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except ModelyardError as exc:
-        err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}", highlight=False)
+        _print_error(exc.code, exc.message)
         return exc.exit_code
     except ValidationError as exc:
-        err_console.print(f"[red]error[/red] (request/invalid): {exc}", highlight=False)
+        # Location and message only: the offending input may be a secret.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_input=False)
+        )
+        _print_error("request/invalid", problems)
         return ExitCode.USAGE
-    except ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except TyperException as exc:  # click's usage errors, as typer bundles them
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        return int(getattr(exc, "exit_code", ExitCode.USAGE))
     except typer.Abort:
         err_console.print("aborted")
         return 1
     except typer.Exit as exc:
         return exc.exit_code
     return 0
+
+
+def _print_error(code: str, message: str) -> None:
+    err_console.print(f"[red]error[/red] ({escape(code)}): {escape(message)}", highlight=False)
 
 
 def run() -> None:

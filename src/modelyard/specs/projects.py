@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from modelyard.specs.common import ProjectName, RoleName, Spec, UserName
 
@@ -52,6 +52,8 @@ class MemberOut(Spec):
 
 
 class SecretPut(Spec):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     value: str = Field(max_length=MAX_SECRET_BYTES, repr=False)
     description: str = Field(default="", max_length=500)
 
