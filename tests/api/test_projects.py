@@ -275,3 +275,32 @@ def test_oversized_chunked_bodies_are_refused_too(platform: Platform) -> None:
         )
     assert response.status_code == 413
     assert response.json()["error"]["details"] == {"limit_bytes": limit}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/projects/risk", {"labels": None}, "labels"),
+        ("/api/v1/projects/risk", {"description": None}, "description"),
+        ("/api/v1/users/admin", {"display_name": None}, "display_name"),
+        ("/api/v1/users/admin", {"is_superuser": None}, "is_superuser"),
+    ],
+)
+def test_null_cannot_blank_a_required_field(
+    platform: Platform, make_project: MakeProject, path: str, body: dict[str, None], field: str
+) -> None:
+    make_project("risk")
+    with platform.admin() as admin:
+        response = admin.patch(path, json=body)
+        after = admin.get(path).json()
+    assert response.status_code == 422
+    assert field in response.json()["error"]["message"]
+    assert after[field] is not None
+
+
+def test_null_clears_a_nullable_field(platform: Platform) -> None:
+    with platform.admin() as admin:
+        admin.post("/api/v1/users", json={"name": "bob", "email": "bob@example.com"})
+        cleared = admin.patch("/api/v1/users/bob", json={"email": None})
+    assert cleared.status_code == 200
+    assert cleared.json()["email"] is None

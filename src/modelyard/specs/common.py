@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, ClassVar, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 T = TypeVar("T")
 
@@ -26,6 +26,22 @@ class Spec(BaseModel):
     """Base of every spec: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+
+class PatchSpec(Spec):
+    """A partial update: omitted fields stay as they are; ``null`` is refused except for
+    the fields named in ``nullable``, where it clears the value."""
+
+    nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _refuse_nulls(self) -> Self:
+        nulled = sorted(
+            name for name in self.model_fields_set - self.nullable if getattr(self, name) is None
+        )
+        if nulled:
+            raise ValueError(f"cannot be null (omit a field to leave it unchanged): {nulled}")
+        return self
 
 
 class PageOut(BaseModel, Generic[T]):

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from modelyard.specs.common import Spec, UserName
+from modelyard.specs.common import PatchSpec, Spec, UserName
 
 
 class UserCreate(Spec):
@@ -16,7 +16,9 @@ class UserCreate(Spec):
     is_superuser: bool = False
 
 
-class UserUpdate(Spec):
+class UserUpdate(PatchSpec):
+    nullable = frozenset({"email"})
+
     display_name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320)
     is_superuser: bool | None = None

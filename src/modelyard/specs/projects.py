@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from modelyard.specs.common import ProjectName, RoleName, Spec, UserName
+from modelyard.specs.common import PatchSpec, ProjectName, RoleName, Spec, UserName
 
 MAX_SECRET_BYTES = 64 * 1024
 
@@ -18,7 +18,7 @@ class ProjectCreate(Spec):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
-class ProjectUpdate(Spec):
+class ProjectUpdate(PatchSpec):
     description: str | None = Field(default=None, max_length=2000)
     labels: dict[str, str] | None = None
 
