@@ -68,7 +68,14 @@ class ServiceContext:
                 code="resource/version_conflict",
             ) from exc
         except IntegrityError as exc:
-            raise ConflictError(f"{what} already exists", code="resource/already_exists") from exc
+            if is_unique_violation(exc):
+                raise ConflictError(
+                    f"{what} already exists", code="resource/already_exists"
+                ) from exc
+            raise ConflictError(
+                f"{what} refers to something that no longer exists",
+                code="resource/integrity_violation",
+            ) from exc
 
     def require_superuser(self) -> None:
         if not self.principal.is_superuser:
@@ -110,6 +117,14 @@ class ServiceContext:
                 details={"project": name, "required": permission.least_role.label, "role": have},
             )
         return project
+
+
+def is_unique_violation(exc: IntegrityError) -> bool:
+    """Whether the database refused a duplicate (rather than, say, a missing parent)."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # psycopg
+    if sqlstate is not None:
+        return bool(sqlstate == "23505")
+    return "UNIQUE constraint failed" in str(exc.orig)  # sqlite3
 
 
 def check_version(current: int, expected: int | None, what: str) -> None:

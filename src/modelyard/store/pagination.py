@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -15,6 +16,7 @@ from modelyard.errors import InvalidInputError
 
 T = TypeVar("T")
 
+_ID = re.compile(r"[0-9a-f]{1,32}")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
@@ -40,8 +42,12 @@ def decode_cursor(cursor: str) -> str:
             code="request/invalid_cursor",
             details={"field": "cursor"},
         ) from exc
-    if not isinstance(after, str):
-        raise InvalidInputError("the cursor is malformed", code="request/invalid_cursor")
+    if not isinstance(after, str) or not _ID.fullmatch(after):
+        raise InvalidInputError(
+            "the cursor is not one this server issued",
+            code="request/invalid_cursor",
+            details={"field": "cursor"},
+        )
     return after
 
 
