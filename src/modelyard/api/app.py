@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from sqlalchemy import Engine
 
-from modelyard import __version__
+from modelyard._version import __version__
 from modelyard.api.deps import API_PREFIX
 from modelyard.api.errors import install_error_handlers
 from modelyard.api.middleware import RequestContextMiddleware

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 
@@ -12,7 +12,10 @@ from modelyard.auth.principal import Origin
 from modelyard.errors import InvalidInputError
 from modelyard.monitoring.logging import request_id_var
 from modelyard.services.context import ServiceContext
-from modelyard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from modelyard.specs.common import PageOut
+from modelyard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+
+T = TypeVar("T")
 
 API_PREFIX = "/api/v1"
 
@@ -79,3 +82,8 @@ IfMatch = Annotated[int | None, Depends(_if_match)]
 Cursor = Annotated[str | None, Query(description="From the previous page's next_cursor.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 DEFAULT_PAGE = DEFAULT_LIMIT
+
+
+def page_out(page: Page[Any], item: Callable[[Any], T]) -> PageOut[T]:
+    """The API form of a page of stored records."""
+    return PageOut[T](items=[item(record) for record in page.items], next_cursor=page.next_cursor)

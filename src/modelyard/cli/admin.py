@@ -16,7 +16,7 @@ from modelyard.client import Credentials, save_credentials
 from modelyard.config import Settings
 from modelyard.services.identity import bootstrap_superuser
 from modelyard.store import migrate
-from modelyard.store.db import create_store_engine, session_factory, transaction
+from modelyard.store.db import opened_engine, session_factory, transaction
 
 db_app = typer.Typer(help="The metadata store's schema.", no_args_is_help=True)
 
@@ -31,11 +31,8 @@ def prepare_home(settings: Settings) -> bool:
     """
     settings.home.mkdir(parents=True, exist_ok=True)
     created_key = ensure_key_file(settings)
-    engine = create_store_engine(settings.resolved_database_url)
-    try:
+    with opened_engine(settings.resolved_database_url) as engine:
         migrate.upgrade(engine)
-    finally:
-        engine.dispose()
     return created_key
 
 
@@ -50,12 +47,11 @@ def init(
     settings = Settings()
     with console.status("preparing the metadata store"):
         created_key = prepare_home(settings)
-    engine = create_store_engine(settings.resolved_database_url)
-    try:
-        with transaction(session_factory(engine)) as session:
-            issued = bootstrap_superuser(session, settings, admin)
-    finally:
-        engine.dispose()
+    with (
+        opened_engine(settings.resolved_database_url) as engine,
+        transaction(session_factory(engine)) as session,
+    ):
+        issued = bootstrap_superuser(session, settings, admin)
     url = f"http://{settings.host}:{settings.port}"
     if login:
         save_credentials(Credentials(url=url, token=issued.token))
@@ -109,12 +105,9 @@ def db_upgrade(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Apply schema migrations."""
-    engine = create_store_engine(Settings().resolved_database_url)
-    try:
+    with opened_engine(Settings().resolved_database_url) as engine:
         migrate.upgrade(engine, revision)
         console.print(f"schema at revision {migrate.current_revision(engine)}")
-    finally:
-        engine.dispose()
 
 
 @db_app.command("downgrade")
@@ -122,21 +115,15 @@ def db_downgrade(
     revision: Annotated[str, typer.Option(help="Target revision, e.g. -1 or base.")],
 ) -> None:
     """Revert schema migrations."""
-    engine = create_store_engine(Settings().resolved_database_url)
-    try:
+    with opened_engine(Settings().resolved_database_url) as engine:
         migrate.downgrade(engine, revision)
         console.print(f"schema at revision {migrate.current_revision(engine) or 'empty'}")
-    finally:
-        engine.dispose()
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema's revision and whether it is the newest."""
-    engine = create_store_engine(Settings().resolved_database_url)
-    try:
+    with opened_engine(Settings().resolved_database_url) as engine:
         current = migrate.current_revision(engine)
         state = "up to date" if migrate.is_current(engine) else "outdated"
-        console.print(f"{current or 'empty'} ({state})")
-    finally:
-        engine.dispose()
+    console.print(f"{current or 'empty'} ({state})")

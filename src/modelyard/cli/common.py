@@ -10,6 +10,7 @@ from modelyard.client import ModelyardClient, load_credentials
 
 CursorOption = Annotated[str | None, typer.Option(help="Continue from a previous page.")]
 LimitOption = Annotated[int, typer.Option(min=1, max=500, help="Items per page.")]
+ProjectOption = Annotated[str, typer.Option("--project", "-p", help="The project.")]
 VersionOption = Annotated[
     int | None,
     typer.Option("--if-version", help="Only change it if it is still at this version."),

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from modelyard import __version__
+from modelyard._version import __version__
 from modelyard.cli import admin, identity, projects, secrets
 from modelyard.cli.output import err_console
 from modelyard.errors import ExitCode, ModelyardError

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli.common import CursorOption, LimitOption, VersionOption, client
+from modelyard.cli.common import CursorOption, LimitOption, ProjectOption, VersionOption, client
 from modelyard.cli.output import OutputFormat, OutputOption, emit, emit_message
 from modelyard.specs.projects import MemberAdd, MemberUpdate, ProjectCreate, ProjectUpdate
 
@@ -94,9 +94,6 @@ def projects_delete(
     with client() as api:
         api.delete_project(name, version=if_version)
     emit_message(f"deleted project {name}", output, project=name)
-
-
-ProjectOption = Annotated[str, typer.Option("--project", "-p", help="The project.")]
 
 
 @members_app.command("list")

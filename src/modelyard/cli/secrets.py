@@ -8,17 +8,16 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli.common import CursorOption, LimitOption, VersionOption, client
+from modelyard.cli.common import CursorOption, LimitOption, ProjectOption, VersionOption, client
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit, emit_message
 from modelyard.config import Settings
 from modelyard.services.key_rotation import rotate_secret_key
 from modelyard.specs.projects import SecretPut
-from modelyard.store.db import create_store_engine, session_factory
+from modelyard.store.db import opened_engine, session_factory
 
 secrets_app = typer.Typer(help="A project's encrypted secrets.", no_args_is_help=True)
 
 SECRET_COLUMNS = ("name", "description", "version", "created_by", "updated_at")
-ProjectOption = Annotated[str, typer.Option("--project", "-p", help="The project.")]
 
 
 def _read_value(from_file: Path | None, from_stdin: bool) -> str:
@@ -79,12 +78,8 @@ def secrets_delete(
 def secrets_rotate_key(output: OutputOption = OutputFormat.table) -> None:
     """Re-encrypt every stored secret under a new key (run where the store and key live)."""
     settings = Settings()
-    engine = create_store_engine(settings.resolved_database_url)
-    try:
-        with console.status("re-encrypting secrets"):
-            result = rotate_secret_key(settings, session_factory(engine))
-    finally:
-        engine.dispose()
+    with opened_engine(settings.resolved_database_url) as engine, console.status("re-encrypting"):
+        result = rotate_secret_key(settings, session_factory(engine))
     if result.key_file_written:
         emit_message(
             f"re-encrypted {result.rotated} secrets; new key written to "

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from modelyard import __version__
+from modelyard._version import __version__
 from modelyard.errors import ServiceUnavailableError, error_from_response
 from modelyard.specs.common import PageOut
 from modelyard.specs.identity import (

@@ -8,7 +8,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from modelyard import __version__
+from modelyard._version import __version__
 
 
 def create_tracer_provider(service_name: str) -> TracerProvider:

@@ -43,7 +43,7 @@ class Authenticator:
         if looks_like_api_token(bearer):
             return self._from_api_token(session, bearer)
         if self.oidc is not None and bearer.count(".") == 2:
-            return self._from_oidc(session, bearer, origin)
+            return self._from_oidc(self.oidc, session, bearer, origin)
         raise AuthenticationError("the token is not valid", code="auth/invalid_token")
 
     def _from_api_token(self, session: Session, bearer: str) -> Principal:
@@ -65,9 +65,10 @@ class Authenticator:
             via="token",
         )
 
-    def _from_oidc(self, session: Session, bearer: str, origin: Origin) -> Principal:
-        assert self.oidc is not None
-        identity = self.oidc.verify(bearer)
+    def _from_oidc(
+        self, oidc: OIDCVerifier, session: Session, bearer: str, origin: Origin
+    ) -> Principal:
+        identity = oidc.verify(bearer)
         grants = grants_from_groups(identity.groups, self.settings)
         users = UserRepository(session)
         user = users.by_oidc_subject(identity.qualified_subject)

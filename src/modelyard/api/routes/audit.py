@@ -6,7 +6,7 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
-from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, Limit
+from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, Limit, page_out
 from modelyard.services.audit import AuditService
 from modelyard.specs.common import PageOut
 from modelyard.specs.projects import AuditEventOut
@@ -26,6 +26,4 @@ def list_audit_events(
     page = AuditService(ctx).list(
         cursor=cursor, limit=limit, project=project, actor=actor, since=since
     )
-    return PageOut(
-        items=[AuditEventOut.model_validate(e) for e in page.items], next_cursor=page.next_cursor
-    )
+    return page_out(page, AuditEventOut.model_validate)

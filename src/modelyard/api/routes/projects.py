@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, IfMatch, Limit
+from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, IfMatch, Limit, page_out
 from modelyard.services.projects import MemberService, ProjectService
 from modelyard.specs.common import PageOut
 from modelyard.specs.projects import (
@@ -40,9 +40,7 @@ def list_projects(
     ctx: Ctx, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
 ) -> PageOut[ProjectOut]:
     page = ProjectService(ctx).list(cursor=cursor, limit=limit)
-    return PageOut(
-        items=[ProjectOut.model_validate(p) for p in page.items], next_cursor=page.next_cursor
-    )
+    return page_out(page, ProjectOut.model_validate)
 
 
 @router.get("/projects/{project}")
@@ -71,7 +69,7 @@ def list_members(
     project: str, ctx: Ctx, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
 ) -> PageOut[MemberOut]:
     page = MemberService(ctx).list(project, cursor=cursor, limit=limit)
-    return PageOut(items=[_member(b) for b in page.items], next_cursor=page.next_cursor)
+    return page_out(page, _member)
 
 
 @router.post("/projects/{project}/members", status_code=status.HTTP_201_CREATED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Path, Response, status
 
-from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, IfMatch, Limit
+from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, IfMatch, Limit, page_out
 from modelyard.services.secrets import SecretService
 from modelyard.specs.common import SECRET_NAME_PATTERN, PageOut
 from modelyard.specs.projects import SecretOut, SecretPut
@@ -17,9 +17,7 @@ def list_secrets(
     project: str, ctx: Ctx, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
 ) -> PageOut[SecretOut]:
     page = SecretService(ctx).list(project, cursor=cursor, limit=limit)
-    return PageOut(
-        items=[SecretOut.model_validate(s) for s in page.items], next_cursor=page.next_cursor
-    )
+    return page_out(page, SecretOut.model_validate)
 
 
 @router.get("/projects/{project}/secrets/{name}")

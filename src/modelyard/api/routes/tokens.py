@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, Limit
+from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, Limit, page_out
 from modelyard.services.tokens import TokenService
 from modelyard.specs.common import PageOut
 from modelyard.specs.identity import TokenCreate, TokenCreated, TokenOut
@@ -22,9 +22,7 @@ def create_token(spec: TokenCreate, ctx: Ctx) -> TokenCreated:
 @router.get("/tokens")
 def list_tokens(ctx: Ctx, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE) -> PageOut[TokenOut]:
     page = TokenService(ctx).list(cursor=cursor, limit=limit)
-    return PageOut(
-        items=[TokenOut.model_validate(t) for t in page.items], next_cursor=page.next_cursor
-    )
+    return page_out(page, TokenOut.model_validate)
 
 
 @router.delete("/tokens/{token_id}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, IfMatch, Limit
+from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, IfMatch, Limit, page_out
 from modelyard.services.identity import whoami
 from modelyard.services.users import UserService
 from modelyard.specs.common import PageOut
@@ -26,9 +26,7 @@ def create_user(spec: UserCreate, ctx: Ctx) -> UserOut:
 @router.get("/users")
 def list_users(ctx: Ctx, cursor: Cursor = None, limit: Limit = DEFAULT_PAGE) -> PageOut[UserOut]:
     page = UserService(ctx).list(cursor=cursor, limit=limit)
-    return PageOut(
-        items=[UserOut.model_validate(u) for u in page.items], next_cursor=page.next_cursor
-    )
+    return page_out(page, UserOut.model_validate)
 
 
 @router.get("/users/{name}")
