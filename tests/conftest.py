@@ -29,6 +29,15 @@ from modelyard.services.tokens import issue_token
 from modelyard.store import migrate
 from modelyard.store.db import create_store_engine, session_factory, transaction
 from modelyard.store.models import User
+from tests.postgres import (
+    create_postgres_database,
+    database_url,
+    drop_postgres_database,
+    postgres_admin,
+    wipe,
+)
+
+__all__ = ["postgres_admin"]  # a fixture, shared with every test folder
 
 
 @pytest.fixture(autouse=True)
@@ -55,12 +64,41 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home", secret_key=Fernet.generate_key().decode())
 
 
-@pytest.fixture
-def engine(settings: Settings, _migrated_sqlite_template: Path) -> Iterator[Engine]:
-    """A migrated SQLite store of this test's own (copied from a migrated template)."""
+@pytest.fixture(scope="session")
+def _migrated_postgres_database(postgres_admin: Engine) -> Iterator[str]:
+    """One PostgreSQL database for the whole run, migrated once; tests wipe it."""
+    name = create_postgres_database(postgres_admin)
+    url = database_url(name)
+    store = create_store_engine(url)
+    migrate.upgrade(store)
+    store.dispose()
+    yield url
+    drop_postgres_database(postgres_admin, name)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
+    ]
+)
+def engine(
+    request: pytest.FixtureRequest, settings: Settings, _migrated_sqlite_template: Path
+) -> Iterator[Engine]:
+    """A migrated, empty store of this test's own, on SQLite and on PostgreSQL.
+
+    SQLite: a copy of a migrated template file. PostgreSQL: the run's database, brought
+    back to the head revision (a test may have downgraded it) and wiped.
+    """
     settings.home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(_migrated_sqlite_template, settings.home / "modelyard.db")
+    if request.param == "sqlite":
+        shutil.copy(_migrated_sqlite_template, settings.home / "modelyard.db")
+    else:
+        settings.database_url = request.getfixturevalue("_migrated_postgres_database")
     store = create_store_engine(settings.resolved_database_url)
+    if request.param == "postgresql":
+        migrate.upgrade(store)
+        wipe(store)
     yield store
     store.dispose()
 

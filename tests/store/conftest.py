@@ -13,76 +13,31 @@ PostgreSQL comes from ``MODELYARD_TEST_POSTGRES_URL`` (default: the loopback ser
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.store import migrate
 from modelyard.store.db import create_store_engine, session_factory, transaction
-from modelyard.store.models import Base, Project, RoleBinding, Secret, User
-
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-# Read once, at import: the root conftest removes MODELYARD_* variables for every test.
-POSTGRES_URL = os.environ.get("MODELYARD_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
-POSTGRES_CONNECT_TIMEOUT_S = 5
+from modelyard.store.models import Project, RoleBinding, Secret, User
+from tests.postgres import (
+    create_postgres_database,
+    database_url,
+    drop_postgres_database,
+    wipe,
+)
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration),
 ]
-
-
-def shown_url(url: str) -> str:
-    """``url`` with any password masked, fit for a skip reason or a failure message."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def postgres_unavailable(reason: str) -> NoReturn:
-    """Skip a PostgreSQL test, or fail it under ``CI=true``."""
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(
-            f"{reason}. CI=true, so the PostgreSQL store backend must not be skipped.",
-            pytrace=False,
-        )
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def postgres_admin() -> Iterator[Engine]:
-    """An AUTOCOMMIT engine on the PostgreSQL admin URL, for CREATE/DROP DATABASE."""
-    problem: str | None = None
-    try:
-        admin = create_store_engine(
-            POSTGRES_URL,
-            isolation_level="AUTOCOMMIT",
-            connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
-        )
-    except (SQLAlchemyError, ImportError) as exc:
-        postgres_unavailable(f"cannot use PostgreSQL URL {shown_url(POSTGRES_URL)}: {exc}")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        problem = (
-            f"PostgreSQL at {shown_url(POSTGRES_URL)} is not reachable ({first_line}); "
-            "start it with `make services` or point MODELYARD_TEST_POSTGRES_URL at one"
-        )
-    if problem is not None:
-        admin.dispose()
-        postgres_unavailable(problem)
-    yield admin
-    admin.dispose()
 
 
 @dataclass
@@ -109,27 +64,6 @@ class Database:
         self._engines.clear()
 
 
-def _create_postgres_database(admin: Engine) -> str:
-    name = f"modelyard_test_{uuid.uuid4().hex}"
-    quoted = admin.dialect.identifier_preparer.quote(name)
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {quoted}")
-    return name
-
-
-def _drop_postgres_database(admin: Engine, name: str) -> None:
-    quoted = admin.dialect.identifier_preparer.quote(name)
-    with admin.connect() as connection:
-        connection.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = :name AND pid <> pg_backend_pid()"
-            ),
-            {"name": name},
-        )
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
-
-
 @contextmanager
 def _fresh_database(
     backend: str, request: pytest.FixtureRequest, folder: Path
@@ -144,14 +78,14 @@ def _fresh_database(
             sqlite.dispose()
     else:
         admin: Engine = request.getfixturevalue("postgres_admin")
-        name = _create_postgres_database(admin)
-        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        name = create_postgres_database(admin)
+        url = database_url(name)
         postgres = Database("postgresql", url)
         try:
             yield postgres
         finally:
             postgres.dispose()
-            _drop_postgres_database(admin, name)
+            drop_postgres_database(admin, name)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -178,25 +112,11 @@ def _module_database(
         yield fresh
 
 
-def _wipe(engine: Engine) -> None:
-    """Delete every row of every model table (the schema and its revision stay)."""
-    tables = Base.metadata.sorted_tables
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            # Fail, rather than hang, if a previous test left a transaction open.
-            connection.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
-            quote = engine.dialect.identifier_preparer.quote
-            connection.exec_driver_sql(f"TRUNCATE {', '.join(quote(t.name) for t in tables)}")
-        else:
-            for table in reversed(tables):
-                connection.execute(table.delete())
-
-
 @pytest.fixture
 def migrated_database(_module_database: Database) -> Iterator[Database]:
     """A database at the head revision whose tables are all empty; engines are per test."""
     database = Database(_module_database.backend, _module_database.url)
-    _wipe(database.engine())
+    wipe(database.engine())
     yield database
     database.dispose()
 

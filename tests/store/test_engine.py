@@ -15,7 +15,7 @@ from modelyard.store.db import SQLITE_BUSY_TIMEOUT_MS, create_store_engine, sess
 from modelyard.store.db import transaction as unit_of_work
 from modelyard.store.models import AuditEvent, Project
 from modelyard.store.repositories import AuditRepository, ProjectRepository
-from tests.store.conftest import postgres_unavailable
+from tests.postgres import postgres_unavailable
 
 
 @pytest.fixture
