@@ -19,9 +19,10 @@ from tests.auth.idp import (
     AUDIENCE,
     DISCOVERY_PATH,
     JWKS_PATH,
+    REFUSED,
     IdentityProvider,
+    TokenMaker,
     closed_port_url,
-    rsa_key,
 )
 from tests.auth.idp import idp as idp
 from tests.conftest import LiveServer, Platform, start_platform
@@ -286,50 +287,8 @@ def test_roles_follow_the_current_token_only(platform: Platform, idp: IdentityPr
 
 # -- refused tokens -------------------------------------------------------------------------
 
-TokenMaker = Callable[[IdentityProvider], str]
 
-
-@pytest.mark.parametrize(
-    ("make", "code"),
-    [
-        pytest.param(lambda p: p.token(expires_in=-3600), "auth/token_expired", id="expired"),
-        pytest.param(
-            lambda p: p.token(audience="another-app"), "auth/invalid_audience", id="audience"
-        ),
-        pytest.param(
-            lambda p: p.token(issuer="https://evil.example/realms/modelyard"),
-            "auth/invalid_issuer",
-            id="issuer",
-        ),
-        pytest.param(
-            lambda p: p.token(key=rsa_key("attacker")),
-            "auth/invalid_signature",
-            id="other-key-same-kid",
-        ),
-        pytest.param(
-            lambda p: p.token(key=rsa_key("attacker"), kid="attacker"),
-            "auth/invalid_token",
-            id="kid-not-in-jwks",
-        ),
-        pytest.param(lambda p: p.token(drop=("exp",)), "auth/invalid_token", id="no-exp"),
-        pytest.param(
-            lambda p: jwt.encode(p.claims(), None, algorithm="none", headers={"kid": p.kid}),
-            "auth/invalid_token",
-            id="alg-none",
-        ),
-        pytest.param(
-            lambda p: jwt.encode(
-                p.claims(),
-                "a-shared-secret-of-32-bytes-long!",
-                algorithm="HS256",
-                headers={"kid": p.kid},
-            ),
-            "auth/invalid_token",
-            id="hs256",
-        ),
-        pytest.param(lambda p: "a.b.c", "auth/invalid_token", id="garbage"),
-    ],
-)
+@pytest.mark.parametrize(("make", "code"), REFUSED)
 def test_bad_tokens_are_refused(
     platform: Platform, idp: IdentityProvider, make: TokenMaker, code: str
 ) -> None:

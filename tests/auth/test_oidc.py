@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from modelyard.auth.oidc import OIDCVerifier, grants_from_groups
 from modelyard.auth.roles import Role
@@ -21,39 +15,16 @@ from tests.auth.idp import (
     AUDIENCE,
     DISCOVERY_PATH,
     JWKS_PATH,
+    REFUSED,
     IdentityProvider,
+    TokenMaker,
     closed_port_url,
     rsa_key,
+    with_header,
 )
 from tests.auth.idp import idp as idp
 
 GROUP_PATTERN = r"^modelyard:(?P<project>[a-z0-9-]+):(?P<role>viewer|editor|admin)$"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def hs256_with_public_key(provider: IdentityProvider) -> str:
-    """The classic key-confusion forgery: HMAC-signed with the provider's public key.
-
-    PyJWT refuses to produce this token, so it is assembled by hand.
-    """
-    pem = (
-        provider.keys[provider.kid]
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": provider.kid}).encode())
-    payload = _b64(json.dumps(provider.claims()).encode())
-    signature = hmac.new(pem, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{_b64(signature)}"
-
-
-def with_header(token: str, header: dict[str, Any]) -> str:
-    """``token`` with its header replaced (payload and signature kept)."""
-    _, payload, signature = token.split(".")
-    return f"{_b64(json.dumps(header).encode())}.{payload}.{signature}"
 
 
 def oidc_settings(settings: Settings, provider: IdentityProvider, **update: Any) -> Settings:
@@ -226,50 +197,6 @@ def test_the_verifier_needs_issuer_and_audience(
 
 
 # -- OIDCVerifier: every way a token is refused ---------------------------------------------
-
-TokenMaker = Callable[[IdentityProvider], str]
-
-REFUSED: list[Any] = [
-    pytest.param(lambda p: p.token(expires_in=-3600), "auth/token_expired", id="expired"),
-    pytest.param(lambda p: p.token(audience="other-app"), "auth/invalid_audience", id="audience"),
-    pytest.param(
-        lambda p: p.token(issuer="https://evil.example/realms/x"),
-        "auth/invalid_issuer",
-        id="issuer",
-    ),
-    pytest.param(
-        lambda p: p.token(key=rsa_key("attacker")),
-        "auth/invalid_signature",
-        id="other-key-same-kid",
-    ),
-    pytest.param(
-        lambda p: p.token(key=rsa_key("attacker"), kid="key-unknown"),
-        "auth/invalid_token",
-        id="kid",
-    ),
-    pytest.param(lambda p: p.token(kid=None), "auth/invalid_token", id="no-kid"),
-    pytest.param(lambda p: p.token(drop=("exp",)), "auth/invalid_token", id="no-exp"),
-    pytest.param(lambda p: p.token(drop=("sub",)), "auth/invalid_token", id="no-sub"),
-    pytest.param(lambda p: p.token(drop=("aud",)), "auth/invalid_token", id="no-aud"),
-    pytest.param(
-        lambda p: p.token(nbf=int(p.claims()["iat"]) + 3600), "auth/invalid_token", id="nbf"
-    ),
-    pytest.param(
-        lambda p: jwt.encode(p.claims(), None, algorithm="none", headers={"kid": p.kid}),
-        "auth/invalid_token",
-        id="alg-none",
-    ),
-    pytest.param(
-        lambda p: with_header(p.token(), {"alg": "none", "typ": "JWT", "kid": p.kid}),
-        "auth/invalid_token",
-        id="alg-none-keeps-signature",
-    ),
-    pytest.param(hs256_with_public_key, "auth/invalid_token", id="hs256-key-confusion"),
-    pytest.param(lambda p: "a.b.c", "auth/invalid_token", id="garbage"),
-    pytest.param(
-        lambda p: p.token()[:-8] + "AAAAAAAA", "auth/invalid_signature", id="tampered-signature"
-    ),
-]
 
 
 @pytest.mark.parametrize(("make", "code"), REFUSED)
