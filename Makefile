@@ -5,24 +5,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
-# torch is pinned for the install only: 2.13.0 has a CPU build where one is offered as a
-# local wheel; any torch>=2.4 works with modelyard.
+# uv resolves the large [all,dev] set in seconds where pip backtracks for minutes.
+UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+# torch is installed first, by pip, pinned for the install only: pip finds a CPU build of
+# 2.13.0 where one is offered as a local wheel; any torch>=2.4 works with modelyard.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck unit services clean
+.PHONY: demo test lint typecheck services clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.core-installed: pyproject.toml | $(BIN)/python
-	$(PIP) install -e . 2>&1 | grep -v '^WARNING: Location' || true
+$(BIN)/uv: | $(BIN)/python
+	$(PIP) install uv 2>&1 | grep -v '^WARNING: Location' || true
+
+$(VENV)/.core-installed: pyproject.toml | $(BIN)/uv
+	$(UV) -e .
 	$(BIN)/python -c "import modelyard.cli.main"
 	touch $@
 
-$(VENV)/.all-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.all-installed: pyproject.toml | $(BIN)/uv
 	$(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v '^WARNING: Location' || true
-	$(PIP) install -e '.[all,dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -c "import modelyard.cli.main, pytest, mypy, ruff"
+	$(UV) -e '.[all,dev]'
+	$(BIN)/python -c "import modelyard.cli.main, pytest, mypy, ruff, torch"
 	touch $@ $(VENV)/.core-installed
 
 demo: $(VENV)/.core-installed
