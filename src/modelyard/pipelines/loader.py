@@ -1,0 +1,82 @@
+"""Load a pipeline from ``path/to/file.py:name`` or ``package.module:name``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from modelyard.pipelines.errors import PipelineLoadError, PipelineNotFoundError
+from modelyard.pipelines.pipeline import PipelineDefinition
+
+USER_MODULE_PREFIX = "_modelyard_user_"
+
+
+def module_name_for(path: Path) -> str:
+    """A stable module name for a pipeline file, the same in every process."""
+    resolved = path.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    stem = "".join(c if c.isalnum() else "_" for c in resolved.stem)
+    return f"{USER_MODULE_PREFIX}{stem}_{digest}"
+
+
+def import_file(path: Path) -> ModuleType:
+    """Import a Python file as a module (once per process)."""
+    name = module_name_for(path)
+    if name in sys.modules:
+        return sys.modules[name]
+    if not path.is_file():
+        raise PipelineLoadError(f"no such pipeline file: {path}", details={"file": str(path)})
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineLoadError(f"{path} is not a Python file", details={"file": str(path)})
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise PipelineLoadError(
+            f"{path} failed to import: {type(exc).__name__}: {exc}",
+            details={"file": str(path), "traceback": traceback.format_exc(limit=-8)},
+        ) from exc
+    return module
+
+
+def load_pipeline(target: str) -> PipelineDefinition:
+    """``"pipelines/taxi.py:taxi"`` or ``"mypkg.pipelines:taxi"`` -> the pipeline.
+
+    Raises:
+        PipelineLoadError: the file or module does not import.
+        PipelineNotFoundError: it has no pipeline of that name.
+    """
+    location, sep, attribute = target.rpartition(":")
+    if not sep or not location or not attribute:
+        raise PipelineLoadError(
+            f"{target!r} is not FILE.py:PIPELINE or MODULE:PIPELINE", details={"target": target}
+        )
+    if location.endswith(".py") or "/" in location:
+        module = import_file(Path(location))
+    else:
+        try:
+            module = importlib.import_module(location)
+        except Exception as exc:
+            raise PipelineLoadError(
+                f"module {location!r} failed to import: {type(exc).__name__}: {exc}",
+                details={"module": location, "traceback": traceback.format_exc(limit=-8)},
+            ) from exc
+    found = getattr(module, attribute, None)
+    if not isinstance(found, PipelineDefinition):
+        available = sorted(
+            name for name, value in vars(module).items() if isinstance(value, PipelineDefinition)
+        )
+        raise PipelineNotFoundError(
+            f"{location} has no pipeline named {attribute!r} (pipelines there: "
+            f"{', '.join(available) or 'none'})",
+            details={"target": target, "available": available},
+        )
+    return found
