@@ -1,0 +1,1 @@
+"""Where work runs: one small interface, one folder per backend."""

@@ -1,0 +1,1 @@
+"""The local runtime: warm worker processes on this machine."""

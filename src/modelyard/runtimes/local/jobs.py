@@ -1,0 +1,56 @@
+"""What the parent sends a worker, and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call of ``target`` (``"module:qualname"``) in a worker process.
+
+    Args:
+        target: The function to call.
+        kwargs: Its keyword arguments (pickled to the worker: keep them small; large data
+            travels through the artifact store, by reference).
+        log_path: Where the call's stdout and stderr go (appended).
+        env: Environment variables set for the call only (e.g. secrets).
+        memory_limit: Address-space limit in bytes for the call (``RLIMIT_AS``).
+        timeout: Seconds before the call is stopped (the worker is killed and replaced).
+        import_path: Files to import before resolving ``target`` (pipeline files that
+            are not importable modules).
+    """
+
+    target: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    log_path: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    memory_limit: int | None = None
+    timeout: float | None = None
+    import_path: tuple[str, ...] = ()
+
+
+class OutcomeKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    RAISED = "raised"  # the user's code raised: a user failure
+    CRASHED = "crashed"  # the worker process died (signal, os._exit, out of memory kill)
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    value: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    exit_code: int | None = None
+    seconds: float = 0.0
+    worker_pid: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is OutcomeKind.SUCCEEDED

@@ -1,0 +1,252 @@
+"""A pool of warm worker processes: millisecond dispatch with process isolation.
+
+Workers are started once (through a fork server that has modelyard preloaded) and
+reused; one is replaced when it crashes, times out, fails a job or reaches
+``max_jobs_per_worker``. A crash, a hang or an out-of-memory kill in a job never
+reaches the caller as anything but an ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from modelyard.runtimes.local.jobs import Job, Outcome, OutcomeKind
+from modelyard.runtimes.local.worker import serve
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PRELOAD = ("modelyard.runtimes.local.worker", "modelyard.pipelines.task")
+_START_TIMEOUT_S = 60.0
+_STOP_GRACE_S = 5.0
+
+
+def _context() -> ForkServerContext | SpawnContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(DEFAULT_PRELOAD))
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    connection: Connection
+    jobs_done: int = 0
+
+
+@dataclass
+class _Submission:
+    job: Job
+    future: Future[Outcome]
+    cancel: threading.Event
+
+
+class WorkerPool:
+    """Runs ``Job``s on ``size`` warm worker processes.
+
+    Args:
+        size: How many jobs run at once.
+        max_jobs_per_worker: Replace a worker after this many jobs (bounds leaks).
+        preload: Modules each worker imports before its first job.
+        stop_grace: Seconds between SIGTERM and SIGKILL when a job is stopped.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        max_jobs_per_worker: int = 500,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        stop_grace: float = _STOP_GRACE_S,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self.size = size
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self.preload = tuple(preload)
+        self.stop_grace = stop_grace
+        self._context = _context()
+        self._queue: queue.Queue[_Submission | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self.workers_started = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> WorkerPool:
+        for index in range(self.size):
+            thread = threading.Thread(
+                target=self._drive, name=f"modelyard-worker-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def submit(self, job: Job, cancel: threading.Event | None = None) -> Future[Outcome]:
+        """Queue ``job``; the future resolves to its ``Outcome`` (it never raises)."""
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        future: Future[Outcome] = Future()
+        self._queue.put(_Submission(job, future, cancel or threading.Event()))
+        return future
+
+    def run(self, job: Job) -> Outcome:
+        return self.submit(job).result()
+
+    def close(self) -> None:
+        """Stop taking jobs, let queued ones finish, then stop the workers."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    # -- one driver thread per worker slot ---------------------------------------------
+
+    def _drive(self) -> None:
+        worker: _Worker | None = None
+        try:
+            while True:
+                submission = self._queue.get()
+                if submission is None:
+                    return
+                if not submission.future.set_running_or_notify_cancel():
+                    continue
+                if worker is None or not worker.process.is_alive():
+                    worker = self._spawn()
+                outcome, healthy = self._execute(worker, submission)
+                worker.jobs_done += 1
+                if not healthy or not outcome.ok or worker.jobs_done >= self.max_jobs_per_worker:
+                    self._retire(worker, kill=not healthy)
+                    worker = None
+                submission.future.set_result(outcome)
+        finally:
+            if worker is not None:
+                self._retire(worker, kill=False)
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=serve, args=(child, self.preload), name="modelyard-worker", daemon=True
+        )
+        process.start()
+        child.close()
+        if not parent.poll(_START_TIMEOUT_S) or parent.recv() != "ready":
+            process.kill()
+            raise RuntimeError("a worker process did not start")
+        with self._lock:
+            self.workers_started += 1
+        return _Worker(process=process, connection=parent)
+
+    def _execute(self, worker: _Worker, submission: _Submission) -> tuple[Outcome, bool]:
+        """Send one job and wait for its outcome; returns (outcome, worker still usable)."""
+        job = submission.job
+        started = time.perf_counter()
+        pid = worker.process.pid
+        try:
+            worker.connection.send(job)
+        except (BrokenPipeError, OSError):
+            return self._crashed(worker, started), False
+        deadline = None if job.timeout is None else started + job.timeout
+        while True:
+            wait = 0.05
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.perf_counter()))
+            try:
+                if worker.connection.poll(wait):
+                    return worker.connection.recv(), True
+            except (EOFError, OSError):
+                return self._crashed(worker, started), False
+            if not worker.process.is_alive():
+                return self._crashed(worker, started), False
+            if submission.cancel.is_set():
+                self._stop(worker)
+                return Outcome(
+                    kind=OutcomeKind.CANCELLED,
+                    seconds=time.perf_counter() - started,
+                    worker_pid=pid,
+                    error_message="cancelled",
+                ), False
+            if deadline is not None and time.perf_counter() >= deadline:
+                self._stop(worker)
+                return Outcome(
+                    kind=OutcomeKind.TIMED_OUT,
+                    seconds=time.perf_counter() - started,
+                    worker_pid=pid,
+                    error_message=f"stopped after its timeout of {job.timeout:g} s",
+                ), False
+
+    def _crashed(self, worker: _Worker, started: float) -> Outcome:
+        worker.process.join(timeout=self.stop_grace)
+        code = worker.process.exitcode
+        return Outcome(
+            kind=OutcomeKind.CRASHED,
+            exit_code=code,
+            error_message=_describe_exit(code),
+            seconds=time.perf_counter() - started,
+            worker_pid=worker.process.pid,
+        )
+
+    def _stop(self, worker: _Worker) -> None:
+        """SIGTERM, then SIGKILL after the grace period."""
+        process = worker.process
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+            process.join(timeout=self.stop_grace)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+    def _retire(self, worker: _Worker, *, kill: bool) -> None:
+        if kill:
+            self._stop(worker)
+        else:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                worker.connection.send(None)
+            worker.process.join(timeout=self.stop_grace)
+            if worker.process.is_alive():
+                self._stop(worker)
+        worker.connection.close()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "the worker process vanished"
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (killed: often the out-of-memory killer)" if -code == signal.SIGKILL else ""
+        return f"the worker process was killed by {name}{hint}"
+    return f"the worker process exited with code {code}"
+
+
+def outcome_summary(outcome: Outcome) -> dict[str, Any]:
+    """A JSON-friendly description of an outcome, for logs and run records."""
+    return {
+        "kind": outcome.kind.value,
+        "seconds": round(outcome.seconds, 6),
+        "error_type": outcome.error_type,
+        "error_message": outcome.error_message,
+        "exit_code": outcome.exit_code,
+    }
