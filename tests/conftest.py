@@ -112,7 +112,10 @@ class LiveServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_config=None, lifespan="on")  # type: ignore[arg-type]
+        # As `modelyard up` runs by default: X-Forwarded-For is not trusted.
+        config = uvicorn.Config(  # type: ignore[arg-type]
+            app, log_config=None, lifespan="on", proxy_headers=False
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True

@@ -91,8 +91,9 @@ def drop_postgres_database(admin: Engine, name: str) -> None:
 
 
 def wipe(engine: Engine) -> None:
-    """Delete every row of every model table (the schema and its revision stay)."""
-    tables = Base.metadata.sorted_tables
+    """Delete every row of every data table (the schema, its revision and the secret key
+    lock row, which migrations create, stay)."""
+    tables = [t for t in Base.metadata.sorted_tables if t.name != "secret_key_lock"]
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             # Fail, rather than hang, if a previous test left a transaction open.

@@ -397,3 +397,19 @@ def test_a_username_that_is_not_a_valid_user_name_is_refused(
     with platform.admin() as admin:
         names = [u["name"] for u in admin.get("/api/v1/users").json()["items"]]
     assert names == ["admin"]
+
+
+def test_first_sign_in_keeps_the_user_and_its_audit_event_even_if_the_request_fails(
+    platform: Platform, idp: IdentityProvider
+) -> None:
+    token = idp.token("sub-carol", username="carol")
+
+    response = get(platform, token, "/api/v1/projects/does-not-exist")
+
+    assert_error(response, 404, "project/not_found")
+    assert users_with_subject(platform, f"{idp.issuer}|sub-carol") == 1
+    with store(platform) as session:
+        created = session.scalars(
+            select(AuditEvent.resource_name).where(AuditEvent.action == "user.create")
+        ).all()
+    assert created == ["carol"]

@@ -46,8 +46,9 @@ def test_the_sqlite_folder_is_created(tmp_path: Path) -> None:
     folder = tmp_path / "not" / "there" / "yet"
     engine = create_store_engine(f"sqlite:///{folder / 'modelyard.db'}")
     try:
-        assert folder.is_dir(), "the folder must exist before the first connection"
+        assert not folder.exists(), "building an engine has no side effects"
         migrate.upgrade(engine)
+        assert folder.is_dir()
         assert (folder / "modelyard.db").is_file()
     finally:
         engine.dispose()
@@ -59,6 +60,8 @@ def test_a_relative_sqlite_path_is_created_under_the_working_directory(
     monkeypatch.chdir(tmp_path)
     engine = create_store_engine("sqlite:///relative/folder/modelyard.db")
     try:
+        with engine.connect():
+            pass
         assert (tmp_path / "relative" / "folder").is_dir()
     finally:
         engine.dispose()

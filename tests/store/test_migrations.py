@@ -49,6 +49,7 @@ def test_upgrade_from_empty_creates_every_model_table(database: Database) -> Non
         "api_tokens",
         "secrets",
         "audit_events",
+        "secret_key_lock",
     } == MODEL_TABLES
     assert _tables(engine) == MODEL_TABLES | {"alembic_version"}
     assert migrate.current_revision(engine) == migrate.head_revision(engine)

@@ -189,7 +189,7 @@ def test_service_context_flush_writes_pending_changes(
         project = session.get(Project, seed.project_id)
         assert project is not None
         project.description = "flushed"
-        context.audit("project.update", "project", "alpha", project="alpha")
+        context.audit("project.update", "project", "alpha", project=project)
         context.flush("project 'alpha'")
         assert project.version == 2
         session.commit()

@@ -35,13 +35,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     store_engine = engine or create_store_engine(settings.resolved_database_url)
     tracer_provider = create_tracer_provider("modelyard-api")
     metrics = HttpMetrics()
+    sessions = session_factory(store_engine)
     state = AppState(
         settings=settings,
         engine=store_engine,
-        sessions=session_factory(store_engine),
+        sessions=sessions,
         authenticator=Authenticator(
             settings=settings,
             oidc=OIDCVerifier(settings) if settings.oidc_enabled else None,
+            sessions=sessions,
         ),
         metrics=metrics,
     )

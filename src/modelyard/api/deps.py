@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
@@ -18,6 +19,7 @@ from modelyard.store.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 T = TypeVar("T")
 
 API_PREFIX = "/api/v1"
+_VERSION = re.compile(r"[0-9]{1,18}")
 
 
 def app_state(request: Request) -> AppState:
@@ -25,13 +27,12 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-def origin_of(request: Request, state: AppState) -> Origin:
+def origin_of(request: Request) -> Origin:
+    # Behind a trusted proxy uvicorn's proxy_headers (MODELYARD_TRUST_FORWARDED_FOR) has
+    # already resolved the client address; a header the client sent is never read here.
     client_ip = request.client.host if request.client else None
-    forwarded = request.headers.get("x-forwarded-for")
-    if state.settings.trust_forwarded_for and forwarded:
-        client_ip = forwarded.split(",")[0].strip()
     return Origin(
-        client_ip=client_ip,
+        client_ip=client_ip[:64] if client_ip else None,
         user_agent=(request.headers.get("user-agent") or "")[:256] or None,
         request_id=request_id_var.get(),
     )
@@ -52,7 +53,7 @@ def service_context(request: Request) -> Iterator[ServiceContext]:
     rolls back if it raises.
     """
     state = app_state(request)
-    origin = origin_of(request, state)
+    origin = origin_of(request)
     with state.sessions() as session, session.begin():
         principal = state.authenticator.authenticate(session, _bearer(request), origin)
         request.state.principal = principal
@@ -69,7 +70,7 @@ def _if_match(if_match: Annotated[str | None, Header()] = None) -> int | None:
     if if_match is None:
         return None
     raw = if_match.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
+    if not _VERSION.fullmatch(raw):
         raise InvalidInputError(
             'If-Match must be a resource version, like "3"',
             code="request/invalid_if_match",

@@ -15,6 +15,7 @@ from modelyard.auth.principal import Principal
 from modelyard.errors import InvalidInputError, ModelyardError, PermissionDeniedError
 from modelyard.store.db import transaction
 from modelyard.store.models import AuditEvent
+from modelyard.store.repositories import ProjectRepository
 
 logger = logging.getLogger("modelyard.api")
 
@@ -52,15 +53,18 @@ def _audit_denied(request: Request, exc: PermissionDeniedError) -> None:
     actor = principal.name if isinstance(principal, Principal) else "anonymous"
     route = request.scope.get("route")
     state = app_state(request)
-    origin = origin_of(request, state)
+    origin = origin_of(request)
     params: dict[str, Any] = dict(request.path_params)
+    project = params.get("project")
     with transaction(state.sessions) as session:
+        record = ProjectRepository(session).by_name(project) if project else None
         session.add(
             AuditEvent(
                 actor=actor,
                 action=f"{request.method} {getattr(route, 'path', request.url.path)}",
                 outcome="denied",
-                project=params.get("project"),
+                project=project,
+                project_id=record.id if record else None,
                 resource_type=str(getattr(route, "name", "unknown")),
                 resource_name=None,
                 client_ip=origin.client_ip,

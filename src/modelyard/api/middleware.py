@@ -73,6 +73,8 @@ class RequestContextMiddleware:
         try:
             if _declared_length(scope) > self.max_body_bytes:
                 await _send_error(send_with_id, 413, _too_large(self.max_body_bytes))
+            elif _has_nul(scope):
+                await _send_error(send_with_id, 422, _NUL_IN_URL)
             else:
                 await self.app(scope, receive_with_limit, send_with_id)
         except Exception as exc:
@@ -113,6 +115,20 @@ def _request_id(scope: Scope) -> str:
                 return candidate
             break
     return uuid.uuid4().hex
+
+
+_NUL_IN_URL = {
+    "error": {
+        "code": "request/invalid",
+        "message": "the URL contains a NUL character, which no name or value may hold",
+        "details": {},
+    }
+}
+
+
+def _has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query
 
 
 def _declared_length(scope: Scope) -> int:

@@ -217,7 +217,8 @@ class ModelyardClient:
             "/api/v1/audit",
             project=project,
             actor=actor,
-            since=since.isoformat() if since else None,
+            # A time without a zone is the caller's local time.
+            since=since.astimezone().isoformat() if since else None,
             cursor=cursor,
             limit=limit,
         )

@@ -8,7 +8,7 @@ from modelyard.auth.roles import Permission
 from modelyard.services.context import ServiceContext
 from modelyard.store.models import AuditEvent
 from modelyard.store.pagination import Page
-from modelyard.store.repositories import AuditRepository
+from modelyard.store.repositories import AuditRepository, ProjectRepository
 
 
 class AuditService:
@@ -25,10 +25,20 @@ class AuditService:
         actor: str | None = None,
         since: datetime | None = None,
     ) -> Page[AuditEvent]:
+        project_id = project_name = None
         if project is None:
             self.ctx.require_superuser()
+        elif self.ctx.principal.is_superuser and not ProjectRepository(self.ctx.session).by_name(
+            project
+        ):
+            project_name = project  # the history of a deleted project, for superusers
         else:
-            self.ctx.project(project, Permission.MANAGE)
+            project_id = self.ctx.project(project, Permission.MANAGE).id
         return self.events.page(
-            cursor=cursor, limit=limit, project=project, actor=actor, since=since
+            cursor=cursor,
+            limit=limit,
+            project_id=project_id,
+            project_name=project_name,
+            actor=actor,
+            since=since,
         )

@@ -39,7 +39,7 @@ class ServiceContext:
         resource_type: str,
         resource_name: str | None,
         *,
-        project: str | None = None,
+        project: Project | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
         """Record a mutation; it commits or rolls back with the mutation itself."""
@@ -48,7 +48,8 @@ class ServiceContext:
                 actor=self.principal.name,
                 action=action,
                 outcome="success",
-                project=project,
+                project=project.name if project else None,
+                project_id=project.id if project else None,
                 resource_type=resource_type,
                 resource_name=resource_name,
                 client_ip=self.origin.client_ip,

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.auth.oidc import OIDCIdentity, OIDCVerifier, grants_from_groups
 from modelyard.auth.principal import Origin, Principal
@@ -20,6 +19,7 @@ from modelyard.services.context import ServiceContext
 from modelyard.services.tokens import IssuedToken, issue_token
 from modelyard.specs.common import UserName
 from modelyard.specs.identity import WhoAmI
+from modelyard.store.db import transaction
 from modelyard.store.models import AuditEvent, Project, RoleBinding, User
 from modelyard.store.repositories import TokenRepository, UserRepository
 
@@ -33,6 +33,7 @@ class Authenticator:
 
     settings: Settings
     oidc: OIDCVerifier | None
+    sessions: sessionmaker[Session]
 
     def authenticate(self, session: Session, bearer: str | None, origin: Origin) -> Principal:
         if not bearer:
@@ -73,7 +74,15 @@ class Authenticator:
         users = UserRepository(session)
         user = users.by_oidc_subject(identity.qualified_subject)
         if user is None:
-            user = _provision_oidc_user(session, identity, origin)
+            # In a transaction of its own: the user and its audit event are kept together
+            # whatever becomes of the request that brought them.
+            with transaction(self.sessions) as own:
+                _provision_oidc_user(own, identity, origin)
+            user = users.by_oidc_subject(identity.qualified_subject)
+            if user is None:
+                raise AuthenticationError(
+                    "the account could not be created", code="auth/provisioning_failed"
+                )
         _refuse_disabled(user)
         return Principal(
             user_id=user.id,
@@ -84,7 +93,7 @@ class Authenticator:
         )
 
 
-def _provision_oidc_user(session: Session, identity: OIDCIdentity, origin: Origin) -> User:
+def _provision_oidc_user(session: Session, identity: OIDCIdentity, origin: Origin) -> None:
     """Create the user an identity provider vouches for, on its first request."""
     try:
         name = _USER_NAME.validate_python(identity.username)
@@ -95,6 +104,8 @@ def _provision_oidc_user(session: Session, identity: OIDCIdentity, origin: Origi
             code="auth/invalid_username",
         ) from exc
     users = UserRepository(session)
+    if users.by_oidc_subject(identity.qualified_subject) is not None:
+        return  # a concurrent first request created it
     if users.by_name(name) is not None:
         raise AuthenticationError(
             f"the name {name!r} belongs to another account; ask an administrator to link or "
@@ -102,15 +113,7 @@ def _provision_oidc_user(session: Session, identity: OIDCIdentity, origin: Origi
             code="auth/user_conflict",
         )
     user = User(name=name, email=identity.email, oidc_subject=identity.qualified_subject)
-    try:
-        with session.begin_nested():
-            session.add(user)
-    except IntegrityError:
-        # Two first requests raced; the other one created the user.
-        existing = users.by_oidc_subject(identity.qualified_subject)
-        if existing is None:
-            raise
-        return existing
+    session.add(user)
     session.add(
         AuditEvent(
             actor=user.name,
@@ -123,7 +126,6 @@ def _provision_oidc_user(session: Session, identity: OIDCIdentity, origin: Origi
             details={"via": "oidc", "issuer": identity.issuer},
         )
     )
-    return user
 
 
 def _refuse_disabled(user: User) -> None:

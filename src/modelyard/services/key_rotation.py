@@ -1,8 +1,10 @@
 """Re-encrypt every stored secret under a new key, with no moment where a value is unreadable.
 
-With a key file: the new key is first added in front of the old ones, then every value
-is re-encrypted in one transaction, then the old keys are dropped from the file. A
-crash at any step leaves a key file that still decrypts every stored value.
+With a key file: under the secret key lock, the new key is added in front of the old
+ones and every value is re-encrypted in one transaction; after it commits the old keys
+are dropped from the file. A crash at any step leaves a key file that still decrypts
+every stored value, and a secret written concurrently waits for the lock, then uses the
+new key.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from modelyard.auth.secret_box import SecretBox, generate_key, load_keys, write_
 from modelyard.config import Settings
 from modelyard.store.db import transaction
 from modelyard.store.models import AuditEvent
-from modelyard.store.repositories import SecretRepository
+from modelyard.store.repositories import SecretKeyLockRepository, SecretRepository
 
 
 @dataclass(frozen=True)
@@ -33,14 +35,17 @@ def rotate_secret_key(
     When the key comes from ``MODELYARD_SECRET_KEY`` the environment cannot be rewritten:
     the caller must set the returned key there before the next start.
     """
-    old_keys = load_keys(settings)
     key = new_key or generate_key()
-    box = SecretBox([key, *old_keys])
     key_file = settings.resolved_secret_key_file
     from_file = settings.secret_key is None
-    if from_file:
-        write_key_file(key_file, [key, *old_keys])
     with transaction(factory) as session:
+        # Secret writes take this lock before they read the keys, so none can slip a
+        # value encrypted under an old key in between the re-encryption and the drop.
+        SecretKeyLockRepository(session).acquire()
+        old_keys = load_keys(settings)
+        box = SecretBox([key, *old_keys])
+        if from_file:
+            write_key_file(key_file, [key, *old_keys])
         secrets = SecretRepository(session).all_for_update()
         for secret in secrets:
             secret.ciphertext = box.rotate(secret.ciphertext)

@@ -6,7 +6,7 @@ from modelyard.auth.roles import Permission, Role
 from modelyard.errors import ConflictError, NotFoundError
 from modelyard.services.context import ServiceContext, check_version
 from modelyard.specs.projects import MemberAdd, MemberUpdate, ProjectCreate, ProjectUpdate
-from modelyard.store.models import Project, RoleBinding
+from modelyard.store.models import Project, RoleBinding, utcnow
 from modelyard.store.pagination import Page
 from modelyard.store.repositories import ProjectRepository, RoleBindingRepository, UserRepository
 
@@ -34,7 +34,7 @@ class ProjectService:
             )
         )
         self.ctx.flush(f"project {spec.name!r}")
-        self.ctx.audit("project.create", "project", project.name, project=project.name)
+        self.ctx.audit("project.create", "project", project.name, project=project)
         return project
 
     def list(self, *, cursor: str | None, limit: int) -> Page[Project]:
@@ -60,7 +60,7 @@ class ProjectService:
             setattr(project, field, value)
         self.ctx.flush(f"project {name!r}")
         self.ctx.audit(
-            "project.update", "project", name, project=name, details={"fields": sorted(changes)}
+            "project.update", "project", name, project=project, details={"fields": sorted(changes)}
         )
         return project
 
@@ -69,7 +69,7 @@ class ProjectService:
         check_version(project.version, expected_version, f"project {name!r}")
         self.ctx.session.delete(project)
         self.ctx.flush(f"project {name!r}")
-        self.ctx.audit("project.delete", "project", name, project=name)
+        self.ctx.audit("project.delete", "project", name, project=project)
 
 
 class MemberService:
@@ -100,7 +100,7 @@ class MemberService:
         self.ctx.session.add(binding)
         self.ctx.flush(f"membership of {spec.user!r}")
         self.ctx.audit(
-            "member.add", "member", spec.user, project=project, details={"role": spec.role}
+            "member.add", "member", spec.user, project=record, details={"role": spec.role}
         )
         return binding
 
@@ -116,7 +116,7 @@ class MemberService:
         binding.role = spec.role
         self.ctx.flush(f"membership of {user!r}")
         self.ctx.audit(
-            "member.update", "member", user, project=project, details={"from": old, "to": spec.role}
+            "member.update", "member", user, project=record, details={"from": old, "to": spec.role}
         )
         return binding
 
@@ -128,7 +128,7 @@ class MemberService:
             self._keep_an_admin(record)
         self.ctx.session.delete(binding)
         self.ctx.flush(f"membership of {user!r}")
-        self.ctx.audit("member.remove", "member", user, project=project)
+        self.ctx.audit("member.remove", "member", user, project=record)
 
     def _load(self, project: Project, user: str) -> RoleBinding:
         record = self.users.by_name(user)
@@ -142,6 +142,11 @@ class MemberService:
         return binding
 
     def _keep_an_admin(self, project: Project) -> None:
+        # Touch the project row: of two concurrent requests that each demote or remove a
+        # different admin, the second then fails its version check instead of both
+        # passing the count below and leaving the project with no admin.
+        project.updated_at = utcnow()
+        self.ctx.flush(f"project {project.name!r}")
         if self.bindings.count_with_role(project.id, Role.ADMIN.label) <= 1:
             raise ConflictError(
                 f"project {project.name!r} must keep at least one admin",

@@ -13,7 +13,7 @@ from modelyard.services.context import ServiceContext, check_version
 from modelyard.specs.projects import SecretPut
 from modelyard.store.models import Project, Secret
 from modelyard.store.pagination import Page
-from modelyard.store.repositories import SecretRepository
+from modelyard.store.repositories import SecretKeyLockRepository, SecretRepository
 
 
 class SecretService:
@@ -41,6 +41,9 @@ class SecretService:
     ) -> tuple[Secret, bool]:
         """Create or replace a secret; returns it and whether it was created."""
         record = self.ctx.project(project, Permission.MANAGE)
+        # Hold the key lock before reading the keys: a rotation cannot then drop the key
+        # this value is encrypted with before the value is committed.
+        SecretKeyLockRepository(self.ctx.session).acquire()
         ciphertext = self.box.encrypt(spec.value)
         secret = self.secrets.find(record.id, name)
         created = secret is None
@@ -60,7 +63,7 @@ class SecretService:
             secret.description = spec.description
         self.ctx.flush(f"secret {name!r}")
         action = "secret.create" if created else "secret.update"
-        self.ctx.audit(action, "secret", name, project=project)
+        self.ctx.audit(action, "secret", name, project=record)
         return secret, created
 
     def delete(self, project: str, name: str, *, expected_version: int | None) -> None:
@@ -69,7 +72,7 @@ class SecretService:
         check_version(secret.version, expected_version, f"secret {name!r}")
         self.ctx.session.delete(secret)
         self.ctx.flush(f"secret {name!r}")
-        self.ctx.audit("secret.delete", "secret", name, project=project)
+        self.ctx.audit("secret.delete", "secret", name, project=record)
 
     def reveal(self, project: str, name: str) -> str:
         """The plaintext, for a workload of ``project`` run by the caller (editor or above)."""

@@ -18,15 +18,23 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
     """Build an engine with the connection settings modelyard relies on.
 
     SQLite gets WAL journaling, a busy timeout and foreign keys; its parent folder is
-    created. PostgreSQL URLs without a driver use psycopg 3.
+    created on the first connection. PostgreSQL URLs without a driver use psycopg 3.
+
+    SQLite keeps the sqlite3 module's transaction handling: a transaction starts at the
+    first write, so reads never hold a snapshot that a later write would find stale, and
+    concurrent requests wait for the write lock instead of failing. Code that needs a
+    nested transaction (SAVEPOINT) must not rely on it to stay uncommitted on SQLite.
     """
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"check_same_thread": False}, **kwargs)
+        database = parsed.database
+        if database and database != ":memory:":
+            # Created on first connect, not here: building an engine has no side effects.
+            folder = Path(database).parent
+            event.listen(engine, "do_connect", lambda *_: folder.mkdir(parents=True, exist_ok=True))
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -156,9 +156,25 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64), nullable=False)
     outcome: Mapped[str] = mapped_column(String(16), nullable=False, default="success")
     project: Mapped[str | None] = mapped_column(String(63), index=True)
+    # The id, not the name, says which project an event belongs to: a name can be
+    # reused after a project is deleted, and the new project must not see the old history.
+    project_id: Mapped[str | None] = mapped_column(String(32), index=True)
     resource_type: Mapped[str] = mapped_column(String(32), nullable=False)
     resource_name: Mapped[str | None] = mapped_column(String(253))
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(256))
     request_id: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False, default=dict)
+
+
+class SecretKeyLock(Base):
+    """One row that every secret write and every key rotation updates first.
+
+    Updating it takes a write lock on both SQLite and PostgreSQL, so a secret is never
+    encrypted with a key that a concurrent rotation is about to drop.
+    """
+
+    __tablename__ = "secret_key_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -17,6 +17,7 @@ from modelyard.errors import InvalidInputError
 T = TypeVar("T")
 
 _ID = re.compile(r"[0-9a-f]{1,32}")
+_MAX_CURSOR_CHARS = 200  # an issued cursor is about 60
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
@@ -32,11 +33,17 @@ def encode_cursor(last_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
+    if len(cursor) > _MAX_CURSOR_CHARS:
+        raise InvalidInputError(
+            "the cursor is not one this server issued",
+            code="request/invalid_cursor",
+            details={"field": "cursor"},
+        )
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
         after = value["after"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidInputError(
             "the cursor is not one this server issued",
             code="request/invalid_cursor",

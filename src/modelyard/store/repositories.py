@@ -5,10 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from modelyard.store.models import ApiToken, AuditEvent, Project, RoleBinding, Secret, User
+from modelyard.store.models import (
+    ApiToken,
+    AuditEvent,
+    Project,
+    RoleBinding,
+    Secret,
+    SecretKeyLock,
+    User,
+)
 from modelyard.store.pagination import Page, paginate
 
 
@@ -114,6 +122,27 @@ class SecretRepository:
         return list(self.session.scalars(select(Secret).with_for_update()))
 
 
+class SecretKeyLockRepository:
+    """The row that serialises secret writes with key rotation (see ``SecretKeyLock``)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def acquire(self) -> int:
+        """Take the lock for the rest of the transaction; returns the key generation."""
+        bumped = self.session.execute(
+            update(SecretKeyLock)
+            .where(SecretKeyLock.id == 1)
+            .values(generation=SecretKeyLock.generation + 1)
+            .returning(SecretKeyLock.generation)
+        ).scalar()
+        if bumped is None:  # a store created without the migration's row
+            self.session.add(SecretKeyLock(id=1, generation=1))
+            self.session.flush()
+            return 1
+        return int(bumped)
+
+
 class AuditRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -126,14 +155,17 @@ class AuditRepository:
         *,
         cursor: str | None,
         limit: int,
-        project: str | None = None,
+        project_id: str | None = None,
+        project_name: str | None = None,
         actor: str | None = None,
         since: datetime | None = None,
     ) -> Page[AuditEvent]:
         """Newest first."""
         statement = select(AuditEvent)
-        if project is not None:
-            statement = statement.where(AuditEvent.project == project)
+        if project_id is not None:
+            statement = statement.where(AuditEvent.project_id == project_id)
+        if project_name is not None:
+            statement = statement.where(AuditEvent.project == project_name)
         if actor is not None:
             statement = statement.where(AuditEvent.actor == actor)
         if since is not None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
+from pydantic import AwareDatetime
 
 from modelyard.api.deps import API_PREFIX, DEFAULT_PAGE, Ctx, Cursor, Limit, page_out
 from modelyard.services.audit import AuditService
@@ -21,7 +20,7 @@ def list_audit_events(
     limit: Limit = DEFAULT_PAGE,
     project: str | None = None,
     actor: str | None = None,
-    since: datetime | None = None,
+    since: AwareDatetime | None = None,
 ) -> PageOut[AuditEventOut]:
     page = AuditService(ctx).list(
         cursor=cursor, limit=limit, project=project, actor=actor, since=since
