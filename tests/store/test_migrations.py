@@ -50,6 +50,12 @@ def test_upgrade_from_empty_creates_every_model_table(database: Database) -> Non
         "secrets",
         "audit_events",
         "secret_key_lock",
+        "pipeline_runs",
+        "task_runs",
+        "task_attempts",
+        "task_cache",
+        "artifact_links",
+        "pools",
     } == MODEL_TABLES
     assert _tables(engine) == MODEL_TABLES | {"alembic_version"}
     assert migrate.current_revision(engine) == migrate.head_revision(engine)

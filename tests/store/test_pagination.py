@@ -103,7 +103,7 @@ def test_audit_events_page_newest_first(sessions: sessionmaker[Session]) -> None
 
     def fetch(cursor: str | None, project: str | None = None) -> Page[AuditEvent]:
         with sessions() as session:
-            return AuditRepository(session).page(cursor=cursor, limit=10, project=project)
+            return AuditRepository(session).page(cursor=cursor, limit=10, project_name=project)
 
     pages = _all_pages(fetch)
     assert [len(page.items) for page in pages] == [10, 5]

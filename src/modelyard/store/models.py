@@ -178,3 +178,116 @@ class SecretKeyLock(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class PipelineRun(Versioned, Base):
+    """One run of a pipeline: its spec and parameters are frozen at creation."""
+
+    __tablename__ = "pipeline_runs"
+    __mapper_args__ = {"version_id_col": Versioned.version}
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    pipeline: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    source: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    params: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False, default=dict)
+    logical_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False, default="manual")
+    runtime: Mapped[str] = mapped_column(String(32), nullable=False, default="local")
+    max_parallelism: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[dict[str, object] | None] = mapped_column(JSON)
+
+
+class TaskRun(Versioned, Base):
+    """One node of a run (``map_index`` -1), or one item of a mapped node (0, 1, ...)."""
+
+    __tablename__ = "task_runs"
+    __mapper_args__ = {"version_id_col": Versioned.version}
+    __table_args__ = (UniqueConstraint("run_id", "node_id", "map_index"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    node_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    map_index: Mapped[int] = mapped_column(Integer, nullable=False, default=-1)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cache_key: Mapped[str | None] = mapped_column(String(64))
+    output: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    error: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TaskAttempt(Base):
+    __tablename__ = "task_attempts"
+    __table_args__ = (UniqueConstraint("task_run_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    task_run_id: Mapped[str] = mapped_column(
+        ForeignKey("task_runs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    log_path: Mapped[str | None] = mapped_column(Text)
+
+
+class CacheEntry(Base):
+    """A task output that any later run with the same cache key may reuse."""
+
+    __tablename__ = "task_cache"
+    __table_args__ = (UniqueConstraint("project_id", "cache_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
+    )
+    cache_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    output: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    task_run_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class ArtifactLink(Base):
+    """Lineage: which task run produced or consumed which artifact."""
+
+    __tablename__ = "artifact_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    digest: Mapped[str] = mapped_column(String(80), nullable=False, index=True)
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    task_run_id: Mapped[str] = mapped_column(
+        ForeignKey("task_runs.id", ondelete="CASCADE"), nullable=False
+    )
+    direction: Mapped[str] = mapped_column(String(16), nullable=False)  # produced | consumed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Pool(Versioned, Base):
+    """A named limit on concurrently running tasks, across all runs (Airflow's pools)."""
+
+    __tablename__ = "pools"
+    __mapper_args__ = {"version_id_col": Versioned.version}
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer, nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
