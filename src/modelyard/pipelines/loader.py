@@ -24,13 +24,17 @@ def module_name_for(path: Path) -> str:
     return f"{USER_MODULE_PREFIX}{stem}_{digest}"
 
 
+_imported_versions: dict[str, int] = {}
+
+
 def import_file(path: Path) -> ModuleType:
-    """Import a Python file as a module (once per process)."""
+    """Import a Python file as a module; again only when the file has changed."""
     name = module_name_for(path)
-    if name in sys.modules:
-        return sys.modules[name]
     if not path.is_file():
         raise PipelineLoadError(f"no such pipeline file: {path}", details={"file": str(path)})
+    version = path.stat().st_mtime_ns
+    if name in sys.modules and _imported_versions.get(name) == version:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise PipelineLoadError(f"{path} is not a Python file", details={"file": str(path)})
@@ -44,6 +48,7 @@ def import_file(path: Path) -> ModuleType:
             f"{path} failed to import: {type(exc).__name__}: {exc}",
             details={"file": str(path), "traceback": traceback.format_exc(limit=-8)},
         ) from exc
+    _imported_versions[name] = version
     return module
 
 

@@ -199,6 +199,7 @@ class PipelineRun(Versioned, Base):
     trigger: Mapped[str] = mapped_column(String(16), nullable=False, default="manual")
     runtime: Mapped[str] = mapped_column(String(32), nullable=False, default="local")
     max_parallelism: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_by: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

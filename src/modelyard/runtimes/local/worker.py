@@ -21,28 +21,34 @@ from typing import Any
 
 from modelyard.runtimes.local.jobs import Job, Outcome, OutcomeKind
 
-_resolved: dict[str, Callable[..., Any]] = {}
+_resolved: dict[tuple[str, int], Callable[..., Any]] = {}
 
 
 def resolve(target: str, import_path: tuple[str, ...] = ()) -> Callable[..., Any]:
-    """Import ``"module:qualname"`` (after importing ``import_path`` files), with a cache."""
-    cached = _resolved.get(target)
-    if cached is not None:
-        return cached
+    """Import ``"module:qualname"`` (after importing ``import_path`` files), with a cache.
+
+    Pipeline files are imported again when they change on disk, so a warm worker runs
+    the code a retry was started for, not the code it first saw.
+    """
     if import_path:
         from modelyard.pipelines.loader import import_file
 
         for path in import_path:
             import_file(Path(path))
     module_name, _, qualname = target.partition(":")
-    obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+    module: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+    key = (target, id(module))
+    cached = _resolved.get(key)
+    if cached is not None:
+        return cached
+    obj = module
     for part in qualname.split("."):
         obj = getattr(obj, part)
     function = getattr(obj, "fn", obj)  # a TaskDefinition runs its function
     if not callable(function):
         raise TypeError(f"{target} is not callable")
     resolved: Callable[..., Any] = function
-    _resolved[target] = resolved
+    _resolved[key] = resolved
     return resolved
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-22 20:29:12.769790
+Create Date: 2026-11-22 20:34:25.929253
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("trigger", sa.String(length=16), nullable=False),
         sa.Column("runtime", sa.String(length=32), nullable=False),
         sa.Column("max_parallelism", sa.Integer(), nullable=True),
+        sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("created_by", sa.String(length=64), nullable=True),
         sa.Column("started_at", modelyard.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("finished_at", modelyard.store.models.UTCDateTime(timezone=True), nullable=True),

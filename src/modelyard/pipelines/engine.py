@@ -1,0 +1,682 @@
+"""The run engine: drives a pipeline run to its end, one persisted transition at a time.
+
+Every state change is committed before the engine acts on it, so the engine can be
+killed at any moment and, run again, continues the run: finished tasks keep their
+outputs and are never repeated; an attempt that was running is recorded as interrupted
+and started again.
+
+Tasks run on a runtime's worker (here the local warm worker pool) through one entrypoint,
+``modelyard.pipelines.execute:run_attempt``; values travel between tasks as artifact
+references, so the engine never holds a task's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.artifacts import ArtifactRef, ArtifactStore
+from modelyard.pipelines.errors import PipelineDefinitionError
+from modelyard.pipelines.fingerprint import code_fingerprint
+from modelyard.pipelines.graph import topological_order, upstream_of
+from modelyard.pipelines.loader import USER_MODULE_PREFIX
+from modelyard.pipelines.values import digests_in
+from modelyard.runtimes.local.jobs import Job, Outcome, OutcomeKind
+from modelyard.runtimes.local.pool import WorkerPool
+from modelyard.runtimes.local.worker import resolve
+from modelyard.specs.pipelines import (
+    CollectionInput,
+    Condition,
+    Input,
+    LiteralInput,
+    NodeSpec,
+    OutputInput,
+    ParamInput,
+    PipelineSpec,
+    RetryPolicy,
+)
+from modelyard.specs.runs import AttemptState, RunState, TaskState
+from modelyard.store.db import transaction
+from modelyard.store.models import (
+    ArtifactLink,
+    CacheEntry,
+    PipelineRun,
+    Pool,
+    TaskAttempt,
+    TaskRun,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTRYPOINT = "modelyard.pipelines.execute:run_attempt"
+PARENT = -1
+_FAILED_UPSTREAM = {TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Running:
+    task_run_id: str
+    attempt_id: str
+    node: NodeSpec
+    map_index: int
+    cache_key: str | None
+    inputs: dict[str, Any]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine runs tasks.
+
+    Args:
+        artifacts_url: Where task outputs are stored.
+        logs_dir: Where per-attempt logs are written.
+        poll_seconds: How often the engine looks for cancellation and due retries.
+    """
+
+    artifacts_url: str
+    logs_dir: Path
+    poll_seconds: float = 0.05
+
+
+class RunEngine:
+    """Executes pipeline runs on a worker pool.
+
+    Args:
+        sessions: The metadata store.
+        pool: Where attempts run.
+        store: The artifact store (the same one the workers use).
+        settings: Engine settings.
+        secrets: Looks up a project's secret values by name, for injection.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        pool: WorkerPool,
+        store: ArtifactStore,
+        settings: EngineSettings,
+        secrets: Callable[[str, tuple[str, ...]], dict[str, str]] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.pool = pool
+        self.store = store
+        self.settings = settings
+        self.secrets = secrets or (lambda _project, _names: {})
+        self._fingerprints: dict[tuple[str, int], str] = {}
+        self._pool_usage: dict[str, int] = {}
+
+    # -- creating, retrying, cancelling ---------------------------------------------
+
+    def create_run(
+        self,
+        project_id: str,
+        spec: PipelineSpec,
+        params: dict[str, Any],
+        *,
+        logical_date: datetime | None = None,
+        trigger: str = "manual",
+        created_by: str | None = None,
+        max_parallelism: int | None = None,
+    ) -> str:
+        """Persist a queued run and a pending task run per node; returns the run id.
+
+        Raises:
+            PipelineDefinitionError: a node names a pool that does not exist.
+        """
+        topological_order(spec)
+        with transaction(self.sessions) as session:
+            pools = {pool.name for pool in session.scalars(select(Pool))}
+            for node in spec.nodes:
+                if node.options.pool is not None and node.options.pool not in pools:
+                    raise PipelineDefinitionError(
+                        f"task {node.id!r} of pipeline {spec.name!r} uses pool "
+                        f"{node.options.pool!r}, which does not exist; create it first",
+                        code="pipeline/unknown_pool",
+                        details={"task": node.id, "pool": node.options.pool},
+                    )
+            run = PipelineRun(
+                project_id=project_id,
+                pipeline=spec.name,
+                source=spec.source,
+                spec=spec.model_dump(mode="json"),
+                params=params,
+                logical_date=logical_date,
+                state=RunState.QUEUED,
+                trigger=trigger,
+                created_by=created_by,
+                max_parallelism=max_parallelism,
+            )
+            session.add(run)
+            session.flush()
+            for node in spec.nodes:
+                session.add(TaskRun(run_id=run.id, node_id=node.id, state=TaskState.PENDING))
+            return run.id
+
+    def retry(self, run_id: str) -> int:
+        """Queue a finished run again: failed, cancelled and skipped-by-failure tasks and
+        everything downstream of them run again; finished upstream outputs are reused.
+
+        Returns how many task runs were reset.
+        """
+        from modelyard.pipelines.graph import downstream_of
+
+        with transaction(self.sessions) as session:
+            run = session.get(PipelineRun, run_id)
+            if run is None:
+                raise PipelineDefinitionError(f"run {run_id!r} does not exist")
+            spec = PipelineSpec.model_validate(run.spec)
+            task_runs = list(session.scalars(select(TaskRun).where(TaskRun.run_id == run_id)))
+            broken = {
+                tr.node_id
+                for tr in task_runs
+                if tr.state in {TaskState.FAILED, TaskState.CANCELLED, TaskState.UPSTREAM_FAILED}
+            }
+            reset = downstream_of(spec, broken)
+            count = 0
+            for task_run in task_runs:
+                if task_run.node_id not in reset:
+                    continue
+                if task_run.map_index != PARENT:
+                    session.delete(task_run)
+                    continue
+                task_run.state = TaskState.PENDING
+                task_run.attempts = 0
+                task_run.error = None
+                task_run.output = None
+                task_run.next_attempt_at = None
+                count += 1
+            run.state = RunState.QUEUED
+            run.finished_at = None
+            run.error = None
+            run.cancel_requested = False
+            return count
+
+    def request_cancel(self, run_id: str) -> None:
+        with transaction(self.sessions) as session:
+            run = session.get(PipelineRun, run_id)
+            if run is not None and not RunState(run.state).finished:
+                run.cancel_requested = True
+
+    # -- executing ----------------------------------------------------------------------
+
+    def execute(self, run_id: str, *, on_change: Callable[[str], None] | None = None) -> RunState:
+        """Drive the run until it finishes; safe to call again after a crash."""
+        notify = on_change or (lambda _run_id: None)
+        spec, params, project_id, logical_date, max_parallel = self._start(run_id)
+        order = topological_order(spec)
+        running: dict[Future[Outcome], _Running] = {}
+        while True:
+            cancelling = self._cancel_requested(run_id)
+            if cancelling:
+                for item in running.values():
+                    item.cancel.set()
+            else:
+                self._advance(run_id, spec, order, params)
+                self._dispatch(
+                    run_id, spec, project_id, params, logical_date, max_parallel, running
+                )
+            notify(run_id)
+            if not running:
+                if cancelling:
+                    return self._finish(run_id, cancelled=True)
+                if self._settled(run_id):
+                    return self._finish(run_id)
+            done, _ = wait(
+                list(running), timeout=self.settings.poll_seconds, return_when=FIRST_COMPLETED
+            )
+            for future in done:
+                item = running.pop(future)
+                self._record(run_id, project_id, item, future.result())
+                if item.node.options.pool:
+                    self._pool_usage[item.node.options.pool] -= item.node.options.pool_slots
+
+    def _start(
+        self, run_id: str
+    ) -> tuple[PipelineSpec, dict[str, Any], str, datetime | None, int | None]:
+        with transaction(self.sessions) as session:
+            run = session.get(PipelineRun, run_id)
+            if run is None:
+                raise PipelineDefinitionError(f"run {run_id!r} does not exist")
+            if run.state == RunState.QUEUED:
+                run.state = RunState.RUNNING
+                run.started_at = run.started_at or utcnow()
+            # Attempts a previous engine left running were lost with it: run them again.
+            stale = session.scalars(
+                select(TaskRun).where(TaskRun.run_id == run_id, TaskRun.state == TaskState.RUNNING)
+            )
+            for task_run in stale:
+                task_run.state = TaskState.QUEUED
+                attempts = session.scalars(
+                    select(TaskAttempt).where(
+                        TaskAttempt.task_run_id == task_run.id,
+                        TaskAttempt.state == AttemptState.RUNNING,
+                    )
+                )
+                for attempt in attempts:
+                    attempt.state = AttemptState.INTERRUPTED
+                    attempt.finished_at = utcnow()
+                    task_run.attempts -= 1  # an interrupted attempt is not the task's failure
+            spec = PipelineSpec.model_validate(run.spec)
+            return spec, dict(run.params), run.project_id, run.logical_date, run.max_parallelism
+
+    def _cancel_requested(self, run_id: str) -> bool:
+        with self.sessions() as session:
+            return bool(
+                session.scalar(select(PipelineRun.cancel_requested).where(PipelineRun.id == run_id))
+            )
+
+    def _task_runs(self, session: Session, run_id: str) -> dict[tuple[str, int], TaskRun]:
+        rows = session.scalars(select(TaskRun).where(TaskRun.run_id == run_id))
+        return {(row.node_id, row.map_index): row for row in rows}
+
+    def _advance(
+        self, run_id: str, spec: PipelineSpec, order: list[NodeSpec], params: dict[str, Any]
+    ) -> None:
+        """Decide what became ready, skipped or failed, and finish mapped parents."""
+        with transaction(self.sessions) as session:
+            runs = self._task_runs(session, run_id)
+            for node in order:
+                parent = runs[(node.id, PARENT)]
+                state = TaskState(parent.state)
+                if state is TaskState.RUNNING and node.map_over is not None:
+                    self._finish_mapped(node, parent, runs)
+                if state is not TaskState.PENDING:
+                    continue
+                upstream = [TaskState(runs[(up, PARENT)].state) for up in upstream_of(node)]
+                if not all(s.finished for s in upstream):
+                    continue
+                skipped = any(s is TaskState.SKIPPED for s in upstream)
+                if any(s in _FAILED_UPSTREAM for s in upstream):
+                    self._settle(parent, TaskState.UPSTREAM_FAILED)
+                elif skipped or not all(self._holds(c, runs, params) for c in node.conditions):
+                    self._settle(parent, TaskState.SKIPPED)
+                elif node.map_over is not None:
+                    self._expand(session, node, parent, runs, params, node.map_over)
+                else:
+                    parent.state = TaskState.QUEUED
+
+    def _settle(self, task_run: TaskRun, state: TaskState) -> None:
+        task_run.state = state
+        task_run.finished_at = utcnow()
+
+    def _holds(
+        self, condition: Condition, runs: dict[tuple[str, int], TaskRun], params: dict[str, Any]
+    ) -> bool:
+        value = self._value(self._resolve(condition.value, runs, params))
+        return bool(value) if condition.truthy else bool(value == condition.equals)
+
+    def _value(self, resolved: dict[str, Any]) -> Any:
+        if "value" in resolved:
+            return resolved["value"]
+        if "ref" in resolved and resolved["ref"]["kind"] == "json":
+            return self.store.get_json(ArtifactRef.model_validate(resolved["ref"]))
+        raise PipelineDefinitionError(
+            "conditions and mapped lists must be JSON values (a table cannot be one)"
+        )
+
+    def _resolve(
+        self, value: Input, runs: dict[tuple[str, int], TaskRun], params: dict[str, Any]
+    ) -> dict[str, Any]:
+        if isinstance(value, LiteralInput):
+            return {"value": value.value}
+        if isinstance(value, ParamInput):
+            return {"value": params.get(value.name)}
+        if isinstance(value, OutputInput):
+            output = runs[(value.node, PARENT)].output
+            if output is None:
+                raise PipelineDefinitionError(f"task {value.node!r} has no output")
+            return dict(output)
+        if isinstance(value, CollectionInput):
+            resolved = {k: self._resolve(v, runs, params) for k, v in value.items.items()}
+            if value.shape == "list":
+                return {"items": list(resolved.values())}
+            return {"dict": resolved}
+        raise TypeError(f"unknown input {value!r}")
+
+    def _inputs(
+        self, node: NodeSpec, runs: dict[tuple[str, int], TaskRun], params: dict[str, Any]
+    ) -> dict[str, dict[str, Any]]:
+        return {name: self._resolve(value, runs, params) for name, value in node.inputs.items()}
+
+    def _expand(
+        self,
+        session: Session,
+        node: NodeSpec,
+        parent: TaskRun,
+        runs: dict[tuple[str, int], TaskRun],
+        params: dict[str, Any],
+        map_over: str,
+    ) -> None:
+        """Create one queued task run per item; the parent runs until they all finish."""
+        items = self._map_items(self._resolve(node.inputs[map_over], runs, params))
+        parent.state = TaskState.RUNNING
+        parent.started_at = utcnow()
+        for index in range(len(items)):
+            if (node.id, index) not in runs:
+                child = TaskRun(
+                    run_id=parent.run_id, node_id=node.id, map_index=index, state=TaskState.QUEUED
+                )
+                session.add(child)
+                runs[(node.id, index)] = child
+
+    def _map_items(self, over: dict[str, Any]) -> list[dict[str, Any]]:
+        if "items" in over:
+            return list(over["items"])
+        values = self._value(over)
+        if not isinstance(values, list):
+            raise PipelineDefinitionError(
+                f"a mapped task needs a list to map over, not a {type(values).__name__}"
+            )
+        return [{"value": value} for value in values]
+
+    def _finish_mapped(
+        self, node: NodeSpec, parent: TaskRun, runs: dict[tuple[str, int], TaskRun]
+    ) -> None:
+        children = [
+            tr
+            for (node_id, index), tr in sorted(runs.items())
+            if node_id == node.id and index != PARENT
+        ]
+        if not all(TaskState(child.state).finished for child in children):
+            return
+        failed = sum(1 for child in children if not TaskState(child.state).produced_output)
+        if failed:
+            parent.error = {"message": f"{failed} of {len(children)} mapped items failed"}
+            self._settle(parent, TaskState.FAILED)
+            return
+        parent.output = {"items": [child.output for child in children]}
+        self._settle(parent, TaskState.SUCCEEDED)
+
+    def _dispatch(
+        self,
+        run_id: str,
+        spec: PipelineSpec,
+        project_id: str,
+        params: dict[str, Any],
+        logical_date: datetime | None,
+        max_parallel: int | None,
+        running: dict[Future[Outcome], _Running],
+    ) -> None:
+        nodes = {node.id: node for node in spec.nodes}
+        now = utcnow()
+        with transaction(self.sessions) as session:
+            runs = self._task_runs(session, run_id)
+            queued = sorted(
+                (tr for tr in runs.values() if tr.state == TaskState.QUEUED),
+                key=lambda tr: (tr.next_attempt_at or now, tr.id),
+            )
+            slot_limits = {pool.name: pool.slots for pool in session.scalars(select(Pool))}
+            for task_run in queued:
+                if max_parallel is not None and len(running) >= max_parallel:
+                    return
+                if task_run.next_attempt_at is not None and task_run.next_attempt_at > now:
+                    continue
+                node = nodes[task_run.node_id]
+                pool_name = node.options.pool
+                if pool_name is not None:
+                    used = self._pool_usage.get(pool_name, 0)
+                    if used + node.options.pool_slots > slot_limits.get(pool_name, 0):
+                        continue
+                inputs = self._inputs(node, runs, params)
+                if task_run.map_index != PARENT and node.map_over is not None:
+                    over = inputs[node.map_over]
+                    items = (
+                        over["items"]
+                        if "items" in over
+                        else [{"value": item} for item in self._value(over)]
+                    )
+                    inputs[node.map_over] = items[task_run.map_index]
+                key = self._cache_key(spec, node, inputs) if node.options.cache else None
+                if key is not None and self._reuse(session, project_id, task_run, key):
+                    continue
+                task_run.state = TaskState.RUNNING
+                task_run.attempts += 1
+                task_run.started_at = task_run.started_at or utcnow()
+                task_run.cache_key = key
+                log_path = self._log_path(run_id, task_run)
+                attempt = TaskAttempt(
+                    task_run_id=task_run.id,
+                    number=task_run.attempts,
+                    state=AttemptState.RUNNING,
+                    log_path=str(log_path),
+                )
+                session.add(attempt)
+                session.flush()
+                item = _Running(task_run.id, attempt.id, node, task_run.map_index, key, inputs)
+                request = {
+                    "task": node.task,
+                    "task_name": node.task_name,
+                    "import_path": _import_path(spec, node),
+                    "inputs": inputs,
+                    "artifacts_url": self.settings.artifacts_url,
+                    "run_id": run_id,
+                    "attempt": task_run.attempts,
+                    "params": params,
+                    "logical_date": logical_date.isoformat() if logical_date else None,
+                    "map_index": task_run.map_index,
+                }
+                job = Job(
+                    target=ENTRYPOINT,
+                    kwargs={"request": request},
+                    log_path=str(log_path),
+                    env=self.secrets(project_id, node.options.secrets),
+                    memory_limit=node.options.resources.memory,
+                    timeout=node.options.timeout.total_seconds() if node.options.timeout else None,
+                )
+                if pool_name is not None:
+                    self._pool_usage[pool_name] = (
+                        self._pool_usage.get(pool_name, 0) + node.options.pool_slots
+                    )
+                running[self.pool.submit(job, cancel=item.cancel)] = item
+
+    def _log_path(self, run_id: str, task_run: TaskRun) -> Path:
+        suffix = "" if task_run.map_index == PARENT else f"[{task_run.map_index}]"
+        folder = self.settings.logs_dir / run_id / f"{task_run.node_id}{suffix}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"attempt-{task_run.attempts + 1}.log"
+
+    def _cache_key(self, spec: PipelineSpec, node: NodeSpec, inputs: dict[str, Any]) -> str:
+        """Code, inputs (by content), environment: nothing else decides a cache hit."""
+        canonical = {
+            "task": node.task,
+            "code": self._fingerprint(spec, node),
+            "inputs": inputs,
+            "env": node.options.env.model_dump(mode="json"),
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _fingerprint(self, spec: PipelineSpec, node: NodeSpec) -> str:
+        module_name = node.task.partition(":")[0]
+        function = resolve(node.task, tuple(_import_path(spec, node)))
+        key = (node.task, id(sys.modules.get(module_name)))
+        if key not in self._fingerprints:
+            self._fingerprints[key] = code_fingerprint(function)
+        return self._fingerprints[key]
+
+    def _reuse(self, session: Session, project_id: str, task_run: TaskRun, key: str) -> bool:
+        entry = session.scalar(
+            select(CacheEntry).where(
+                CacheEntry.project_id == project_id, CacheEntry.cache_key == key
+            )
+        )
+        if entry is None or not all(self.store.exists(d) for d in digests_in(entry.output)):
+            return False
+        task_run.cache_key = key
+        task_run.output = entry.output
+        self._settle(task_run, TaskState.CACHED)
+        return True
+
+    def _record(self, run_id: str, project_id: str, item: _Running, outcome: Outcome) -> None:
+        with transaction(self.sessions) as session:
+            task_run = session.get(TaskRun, item.task_run_id)
+            attempt = session.get(TaskAttempt, item.attempt_id)
+            if task_run is None or attempt is None:
+                return
+            attempt.finished_at = utcnow()
+            attempt.worker_pid = outcome.worker_pid
+            attempt.exit_code = outcome.exit_code
+            if outcome.ok:
+                output = {"ref": outcome.value}
+                attempt.state = AttemptState.SUCCEEDED
+                task_run.output = output
+                task_run.error = None
+                self._settle(task_run, TaskState.SUCCEEDED)
+                self._link(session, project_id, run_id, task_run.id, item, output)
+                if item.cache_key is not None:
+                    existing = session.scalar(
+                        select(CacheEntry).where(
+                            CacheEntry.project_id == project_id,
+                            CacheEntry.cache_key == item.cache_key,
+                        )
+                    )
+                    if existing is None:
+                        session.add(
+                            CacheEntry(
+                                project_id=project_id,
+                                cache_key=item.cache_key,
+                                output=output,
+                                task_run_id=task_run.id,
+                            )
+                        )
+                    else:
+                        existing.output = output
+                return
+            error = _error(outcome)
+            attempt.state = _ATTEMPT_STATE[outcome.kind]
+            attempt.error = error
+            task_run.error = error
+            if outcome.kind is OutcomeKind.CANCELLED:
+                self._settle(task_run, TaskState.CANCELLED)
+                return
+            policy = item.node.options.retry
+            if task_run.attempts <= policy.retries and _retryable(policy, outcome):
+                task_run.state = TaskState.QUEUED
+                task_run.next_attempt_at = utcnow() + _backoff(policy, task_run.attempts)
+                return
+            self._settle(task_run, TaskState.FAILED)
+
+    def _link(
+        self,
+        session: Session,
+        project_id: str,
+        run_id: str,
+        task_run_id: str,
+        item: _Running,
+        output: dict[str, Any],
+    ) -> None:
+        consumed = {d for value in item.inputs.values() for d in digests_in(value)}
+        for digest, direction in [
+            *((d, "consumed") for d in sorted(consumed)),
+            *((d, "produced") for d in digests_in(output)),
+        ]:
+            session.add(
+                ArtifactLink(
+                    project_id=project_id,
+                    digest=digest,
+                    run_id=run_id,
+                    task_run_id=task_run_id,
+                    direction=direction,
+                )
+            )
+
+    def _settled(self, run_id: str) -> bool:
+        with self.sessions() as session:
+            states = session.scalars(select(TaskRun.state).where(TaskRun.run_id == run_id))
+            return all(TaskState(state).finished for state in states)
+
+    def _finish(self, run_id: str, *, cancelled: bool = False) -> RunState:
+        with transaction(self.sessions) as session:
+            run = session.get(PipelineRun, run_id)
+            if run is None:
+                raise PipelineDefinitionError(f"run {run_id!r} does not exist")
+            task_runs = list(session.scalars(select(TaskRun).where(TaskRun.run_id == run_id)))
+            if cancelled:
+                for task_run in task_runs:
+                    if not TaskState(task_run.state).finished:
+                        self._settle(task_run, TaskState.CANCELLED)
+                state = RunState.CANCELLED
+            elif any(TaskState(tr.state) in _FAILED_UPSTREAM for tr in task_runs):
+                failed = sorted(tr.node_id for tr in task_runs if tr.state == TaskState.FAILED)
+                run.error = {"failed_tasks": failed}
+                state = RunState.FAILED
+            else:
+                state = RunState.SUCCEEDED
+            run.state = state
+            run.finished_at = utcnow()
+            return state
+
+
+_ATTEMPT_STATE = {
+    OutcomeKind.RAISED: AttemptState.FAILED,
+    OutcomeKind.CRASHED: AttemptState.CRASHED,
+    OutcomeKind.TIMED_OUT: AttemptState.TIMED_OUT,
+    OutcomeKind.CANCELLED: AttemptState.CANCELLED,
+}
+
+
+def _error(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "kind": outcome.kind.value,
+        # The task's own exception is the user's failure; a dead or stopped process is
+        # reported as the platform saw it.
+        "source": "user" if outcome.kind is OutcomeKind.RAISED else "process",
+        "type": outcome.error_type,
+        "message": outcome.error_message,
+        "traceback": outcome.traceback,
+        "exit_code": outcome.exit_code,
+    }
+
+
+def _retryable(policy: RetryPolicy, outcome: Outcome) -> bool:
+    if outcome.kind is OutcomeKind.RAISED:
+        if not policy.on_exceptions:
+            return True
+        raised = outcome.error_type or ""
+        short = raised.rpartition(".")[2]
+        return any(name in (raised, short) for name in policy.on_exceptions)
+    if outcome.kind is OutcomeKind.CRASHED:
+        return not policy.on_exit_codes or outcome.exit_code in policy.on_exit_codes
+    if outcome.kind is OutcomeKind.TIMED_OUT:
+        return not policy.on_exceptions or "TimeoutError" in policy.on_exceptions
+    return False
+
+
+def _backoff(policy: RetryPolicy, attempt: int) -> timedelta:
+    """Exponential backoff with full jitter (attempt counts from 1)."""
+    ceiling = min(
+        policy.max_delay.total_seconds(),
+        policy.delay.total_seconds() * policy.factor ** (attempt - 1),
+    )
+    return timedelta(seconds=random.uniform(0, ceiling))  # noqa: S311  (jitter, not secrecy)
+
+
+def _import_path(spec: PipelineSpec, node: NodeSpec) -> list[str]:
+    return list(_import_path_for(node.task.partition(":")[0], spec.source))
+
+
+def _import_path_for(module_name: str, source: str = "") -> tuple[str, ...]:
+    """Pipeline files are not importable by module name: point the worker at the file."""
+    if not module_name.startswith(USER_MODULE_PREFIX):
+        return ()
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None) or source.rpartition(":")[0]
+    return (file,) if file else ()

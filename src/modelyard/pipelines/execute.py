@@ -1,0 +1,77 @@
+"""The worker side of a task attempt: load inputs, call the task, store its output.
+
+Runs inside a warm worker process (``modelyard.runtimes.local``) or, later, a pod or a
+Ray worker: every runtime calls this same entrypoint with the same request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from modelyard.artifacts import ArtifactStore
+from modelyard.pipelines.values import load_input, store_output
+from modelyard.runtimes.local.worker import resolve
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a running task may ask about itself: ``modelyard.pipelines.current_context()``."""
+
+    run_id: str
+    task: str
+    attempt: int
+    params: dict[str, Any]
+    logical_date: datetime | None
+    map_index: int
+
+
+_context: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "modelyard_task_context", default=None
+)
+
+
+def current_context() -> TaskContext:
+    """The context of the task attempt running now.
+
+    Raises:
+        RuntimeError: called outside a running task.
+    """
+    context = _context.get()
+    if context is None:
+        raise RuntimeError("current_context() is only available inside a running task")
+    return context
+
+
+@lru_cache(maxsize=4)
+def _store(url: str) -> ArtifactStore:
+    return ArtifactStore(url)
+
+
+def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
+    """Execute one attempt described by ``request`` and return its output reference.
+
+    ``request`` carries ``task`` ("module:qualname"), ``import_path``, ``task_name``,
+    ``inputs`` (argument -> resolved input), ``artifacts_url`` and the context fields.
+    """
+    store = _store(request["artifacts_url"])
+    function = resolve(request["task"], tuple(request.get("import_path", ())))
+    kwargs = {name: load_input(store, value) for name, value in request["inputs"].items()}
+    logical_date = request.get("logical_date")
+    context = TaskContext(
+        run_id=request["run_id"],
+        task=request["task_name"],
+        attempt=request["attempt"],
+        params=request.get("params", {}),
+        logical_date=datetime.fromisoformat(logical_date) if logical_date else None,
+        map_index=request.get("map_index", -1),
+    )
+    token = _context.set(context)
+    try:
+        value = function(**kwargs)
+    finally:
+        _context.reset(token)
+    return store_output(store, value, request["task_name"]).model_dump(mode="json")

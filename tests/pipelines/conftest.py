@@ -1,0 +1,87 @@
+"""Fixtures for running pipelines for real: a store, a project, workers, artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.artifacts import ArtifactStore
+from modelyard.pipelines.engine import EngineSettings, RunEngine
+from modelyard.pipelines.pipeline import PipelineDefinition
+from modelyard.runtimes.local.pool import WorkerPool
+from modelyard.specs.runs import RunState
+from modelyard.store.db import session_factory, transaction
+from modelyard.store.models import PipelineRun, Project, TaskRun
+
+
+@pytest.fixture(scope="session")
+def worker_pool() -> Iterator[WorkerPool]:
+    with WorkerPool(2, stop_grace=1.0) as pool:
+        yield pool
+
+
+@dataclass
+class Runner:
+    engine: RunEngine
+    sessions: sessionmaker[Session]
+    project_id: str
+    store: ArtifactStore
+    trace_dir: Path
+
+    def start(self, definition: PipelineDefinition, **params: Any) -> str:
+        spec = definition.spec(f"tests/pipelines/flows.py:{definition.name}")
+        values = definition.validate_params(params)
+        return self.engine.create_run(self.project_id, spec, values)
+
+    def run(self, definition: PipelineDefinition, **params: Any) -> tuple[str, RunState]:
+        run_id = self.start(definition, **params)
+        return run_id, self.engine.execute(run_id)
+
+    def tasks(self, run_id: str) -> dict[str, TaskRun]:
+        with self.sessions() as session:
+            rows = session.scalars(select(TaskRun).where(TaskRun.run_id == run_id))
+            return {
+                row.node_id if row.map_index < 0 else f"{row.node_id}[{row.map_index}]": row
+                for row in rows
+            }
+
+    def states(self, run_id: str) -> dict[str, str]:
+        return {name: row.state for name, row in self.tasks(run_id).items()}
+
+    def value(self, run_id: str, node: str) -> Any:
+        output = self.tasks(run_id)[node].output
+        assert output is not None
+        return self.store.get_json(output["ref"]["digest"])
+
+    def executions(self, name: str) -> int:
+        path = self.trace_dir / f"{name}.count"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def run_row(self, run_id: str) -> PipelineRun:
+        with self.sessions() as session:
+            row = session.get(PipelineRun, run_id)
+            assert row is not None
+            return row
+
+
+@pytest.fixture
+def runner(engine: Engine, worker_pool: WorkerPool, tmp_path: Path) -> Runner:
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        project = Project(name="pipelines")
+        session.add(project)
+        session.flush()
+        project_id = project.id
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    settings = EngineSettings(artifacts_url=store.url, logs_dir=tmp_path / "logs")
+    trace_dir = tmp_path / "trace"
+    trace_dir.mkdir()
+    return Runner(
+        RunEngine(sessions, worker_pool, store, settings), sessions, project_id, store, trace_dir
+    )

@@ -1,0 +1,150 @@
+"""Pipelines the engine tests run (tasks run in worker processes: state goes to files)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+from modelyard.pipelines.builder import when
+from modelyard.pipelines.execute import current_context
+from modelyard.pipelines.pipeline import pipeline
+from modelyard.pipelines.task import task
+
+
+def trace(folder: str, name: str) -> int:
+    """Record one execution of ``name``; returns how many there have been."""
+    path = Path(folder) / f"{name}.count"
+    with path.open("a") as handle:
+        handle.write(f"{os.getpid()} {time.time()}\n")
+    return len(path.read_text().splitlines())
+
+
+@task
+def numbers(trace_dir: str, n: int) -> list[int]:
+    trace(trace_dir, "numbers")
+    return list(range(n))
+
+
+@task
+def square(x: int, trace_dir: str) -> int:
+    trace(trace_dir, "square")
+    return x * x
+
+
+@task
+def add_up(values: list[int], trace_dir: str) -> int:
+    trace(trace_dir, "add_up")
+    return sum(values)
+
+
+@task
+def is_large(total: int, threshold: int) -> bool:
+    return total > threshold
+
+
+@task
+def shout(total: int, trace_dir: str) -> str:
+    trace(trace_dir, "shout")
+    context = current_context()
+    return f"{context.task}: {total}"
+
+
+@task
+def table(rows: int) -> pa.Table:
+    return pa.table({"id": pa.array(range(rows), pa.int64()), "v": pa.array([1.5] * rows)})
+
+
+@task
+def count_rows(data: pa.Table) -> int:
+    return data.num_rows
+
+
+@pipeline
+def squares(trace_dir: str, n: int = 4, threshold: int = 10) -> None:
+    values = numbers(trace_dir, n)
+    squared = square.map(values, trace_dir=trace_dir)
+    total = add_up(squared, trace_dir)
+    with when(is_large(total, threshold)):
+        shout(total, trace_dir)
+
+
+@pipeline
+def tables(rows: int = 1000) -> None:
+    count_rows(table(rows))
+
+
+@task(retries=3, retry_delay=0.01)
+def flaky(trace_dir: str, failures: int) -> str:
+    if trace(trace_dir, "flaky") <= failures:
+        raise ConnectionError("the warehouse hung up")
+    return "ok"
+
+
+@task(retries=3, retry_delay=0.01, retry_on=[ConnectionError])
+def picky(trace_dir: str) -> None:
+    trace(trace_dir, "picky")
+    raise ValueError("a bug, not a blip")
+
+
+@task(retries=2, retry_delay=0.01, retry_on_exit_codes=[9])
+def dies(trace_dir: str) -> str:
+    if trace(trace_dir, "dies") == 1:
+        os._exit(9)
+    return "survived"
+
+
+@task(timeout=0.5)
+def hangs(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@task
+def after_hang(value: None) -> None:
+    return None
+
+
+@task
+def returns_object() -> object:
+    return object()
+
+
+@task(pool="warehouse")
+def pooled(trace_dir: str, label: str) -> str:
+    trace(trace_dir, f"pooled-start-{label}")
+    time.sleep(0.3)
+    trace(trace_dir, f"pooled-end-{label}")
+    return label
+
+
+@pipeline
+def flaky_flow(trace_dir: str, failures: int = 2) -> None:
+    flaky(trace_dir, failures)
+
+
+@pipeline
+def picky_flow(trace_dir: str) -> None:
+    picky(trace_dir)
+
+
+@pipeline
+def dying_flow(trace_dir: str) -> None:
+    dies(trace_dir)
+
+
+@pipeline
+def hanging_flow(seconds: float = 30.0) -> None:
+    after_hang(hangs(seconds))
+
+
+@pipeline
+def bad_output_flow() -> None:
+    returns_object()
+
+
+@pipeline
+def pooled_flow(trace_dir: str) -> None:
+    for label in ("a", "b", "c"):
+        pooled(trace_dir, label)
