@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.artifacts import ArtifactRef, ArtifactStore
@@ -451,10 +451,20 @@ class RunEngine:
                 task_run.attempts += 1
                 task_run.started_at = task_run.started_at or utcnow()
                 task_run.cache_key = key
-                log_path = self._log_path(run_id, task_run)
+                # Attempt numbers never repeat, across interruptions and retried runs;
+                # ``attempts`` counts only those that spend the retry budget.
+                number = 1 + (
+                    session.scalar(
+                        select(func.max(TaskAttempt.number)).where(
+                            TaskAttempt.task_run_id == task_run.id
+                        )
+                    )
+                    or 0
+                )
+                log_path = self._log_path(run_id, task_run, number)
                 attempt = TaskAttempt(
                     task_run_id=task_run.id,
-                    number=task_run.attempts,
+                    number=number,
                     state=AttemptState.RUNNING,
                     log_path=str(log_path),
                 )
@@ -468,7 +478,7 @@ class RunEngine:
                     "inputs": inputs,
                     "artifacts_url": self.settings.artifacts_url,
                     "run_id": run_id,
-                    "attempt": task_run.attempts,
+                    "attempt": number,
                     "params": params,
                     "logical_date": logical_date.isoformat() if logical_date else None,
                     "map_index": task_run.map_index,
@@ -487,11 +497,11 @@ class RunEngine:
                     )
                 running[self.pool.submit(job, cancel=item.cancel)] = item
 
-    def _log_path(self, run_id: str, task_run: TaskRun) -> Path:
+    def _log_path(self, run_id: str, task_run: TaskRun, number: int) -> Path:
         suffix = "" if task_run.map_index == PARENT else f"[{task_run.map_index}]"
         folder = self.settings.logs_dir / run_id / f"{task_run.node_id}{suffix}"
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"attempt-{task_run.attempts + 1}.log"
+        return folder / f"attempt-{number}.log"
 
     def _cache_key(self, spec: PipelineSpec, node: NodeSpec, inputs: dict[str, Any]) -> str:
         """Code, inputs (by content), environment: nothing else decides a cache hit."""
