@@ -10,7 +10,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from modelyard._version import __version__
-from modelyard.cli import admin, identity, projects, secrets
+from modelyard.cli import admin, identity, projects, runs, secrets
 from modelyard.cli.output import err_console
 from modelyard.errors import ExitCode, ModelyardError
 
@@ -35,6 +35,8 @@ def build_app() -> typer.Typer:
     app.add_typer(projects.members_app, name="members")
     app.add_typer(projects.audit_app, name="audit")
     app.add_typer(secrets.secrets_app, name="secrets")
+    app.command()(runs.run)
+    app.add_typer(runs.runs_app, name="runs")
 
     @app.command()
     def version() -> None:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return an exit code that tells the kind of failure."""
     app = build_app()
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
     except ModelyardError as exc:
         _print_error(exc.code, exc.message)
         return exc.exit_code
@@ -70,11 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except typer.Exit as exc:
         return exc.exit_code
-    return 0
+    # Without standalone mode click returns a typer.Exit's code instead of raising it.
+    return result if isinstance(result, int) else 0
 
 
 def _print_error(code: str, message: str) -> None:
-    err_console.print(f"[red]error[/red] ({escape(code)}): {escape(message)}", highlight=False)
+    err_console.print(
+        f"[red]error[/red] ({escape(code)}): {escape(message)}", highlight=False, soft_wrap=True
+    )
 
 
 def run() -> None:

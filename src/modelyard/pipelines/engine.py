@@ -202,6 +202,8 @@ class RunEngine:
                 task_run.error = None
                 task_run.output = None
                 task_run.next_attempt_at = None
+                task_run.started_at = None
+                task_run.finished_at = None
                 count += 1
             run.state = RunState.QUEUED
             run.finished_at = None
@@ -210,10 +212,7 @@ class RunEngine:
             return count
 
     def request_cancel(self, run_id: str) -> None:
-        with transaction(self.sessions) as session:
-            run = session.get(PipelineRun, run_id)
-            if run is not None and not RunState(run.state).finished:
-                run.cancel_requested = True
+        request_cancel(self.sessions, run_id)
 
     # -- executing ----------------------------------------------------------------------
 
@@ -633,6 +632,16 @@ class RunEngine:
             run.state = state
             run.finished_at = utcnow()
             return state
+
+
+def request_cancel(sessions: sessionmaker[Session], run_id: str) -> bool:
+    """Ask whichever engine drives the run to stop it; returns whether it was running."""
+    with transaction(sessions) as session:
+        run = session.get(PipelineRun, run_id)
+        if run is None or RunState(run.state).finished:
+            return False
+        run.cancel_requested = True
+        return True
 
 
 _ATTEMPT_STATE = {

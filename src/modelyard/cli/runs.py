@@ -1,0 +1,279 @@
+"""run and runs: pipelines on this machine's embedded store, with a live view."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.cli.admin import prepare_home
+from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
+from modelyard.config import Settings
+from modelyard.errors import NotFoundError
+from modelyard.pipelines.engine import request_cancel
+from modelyard.pipelines.loader import load_pipeline
+from modelyard.pipelines.local import check_secrets, local_engine
+from modelyard.specs.runs import RunState, TaskState
+from modelyard.store.db import opened_engine, session_factory, transaction
+from modelyard.store.models import PipelineRun, Project, TaskAttempt, TaskRun
+
+runs_app = typer.Typer(help="Pipeline runs on this machine.", no_args_is_help=True)
+
+DEFAULT_PROJECT = "default"
+_STYLE = {
+    TaskState.SUCCEEDED: "green",
+    TaskState.CACHED: "cyan",
+    TaskState.RUNNING: "yellow",
+    TaskState.FAILED: "red",
+    TaskState.UPSTREAM_FAILED: "red",
+    TaskState.CANCELLED: "magenta",
+    TaskState.SKIPPED: "dim",
+}
+
+ProjectOption = Annotated[str, typer.Option("--project", "-p", help="The project.")]
+
+
+def _params(pairs: list[str] | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw  # a bare string
+    return values
+
+
+def _project_id(sessions: sessionmaker[Session], name: str, *, create: bool) -> str:
+    with transaction(sessions) as session:
+        project = session.scalar(select(Project).where(Project.name == name))
+        if project is None:
+            if not create:
+                raise NotFoundError(f"project {name!r} does not exist", code="project/not_found")
+            project = Project(name=name, created_by="local")
+            session.add(project)
+            session.flush()
+        return project.id
+
+
+def task_table(sessions: sessionmaker[Session], run_id: str) -> Table:
+    """The run's tasks: state, attempts, time, as a table a person reads at a glance."""
+    with sessions() as session:
+        run = session.get(PipelineRun, run_id)
+        rows = list(
+            session.scalars(select(TaskRun).where(TaskRun.run_id == run_id).order_by(TaskRun.id))
+        )
+    title = f"run {run_id} · {run.pipeline if run else '?'} · {run.state if run else '?'}"
+    table = Table(title=title)
+    for column in ("task", "state", "attempts", "seconds"):
+        table.add_column(column)
+    for row in rows:
+        name = row.node_id if row.map_index < 0 else f"  {row.node_id}[{row.map_index}]"
+        seconds = (
+            f"{(row.finished_at - row.started_at).total_seconds():.2f}"
+            if row.started_at and row.finished_at
+            else "-"
+        )
+        style = _STYLE.get(TaskState(row.state), "")
+        table.add_row(
+            name,
+            f"[{style}]{row.state}[/{style}]" if style else row.state,
+            str(row.attempts),
+            seconds,
+        )
+    return table
+
+
+def run(
+    target: Annotated[str, typer.Argument(help="FILE.py:PIPELINE or MODULE:PIPELINE")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-P", help="key=value (JSON values), repeatable.")
+    ] = None,
+    project: ProjectOption = DEFAULT_PROJECT,
+    logical_date: Annotated[datetime | None, typer.Option(help="The run's logical date.")] = None,
+    max_parallelism: Annotated[int | None, typer.Option(min=1)] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
+    watch: Annotated[bool, typer.Option(help="Show a live table of task states.")] = True,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Run a pipeline here, on the embedded store, and wait for it to finish."""
+    settings = Settings()
+    prepare_home(settings)
+    definition = load_pipeline(target)
+    spec = definition.spec(target)
+    params = definition.validate_params(_params(param))
+    with opened_engine(settings.resolved_database_url) as store_engine:
+        sessions = session_factory(store_engine)
+        project_id = _project_id(sessions, project, create=project == DEFAULT_PROJECT)
+        check_secrets(sessions, project_id, project, spec)
+        with local_engine(settings, sessions, workers) as engine:
+            run_id = engine.create_run(
+                project_id,
+                spec,
+                params,
+                logical_date=logical_date.astimezone() if logical_date else None,
+                created_by="local",
+                max_parallelism=max_parallelism,
+            )
+            started = time.monotonic()
+            if watch and output is OutputFormat.table:
+                with Live(
+                    task_table(sessions, run_id), console=console, refresh_per_second=8
+                ) as live:
+                    last = [0.0]
+
+                    def refresh(_run_id: str) -> None:
+                        if time.monotonic() - last[0] > 0.12:
+                            last[0] = time.monotonic()
+                            live.update(task_table(sessions, run_id))
+
+                    state = engine.execute(run_id, on_change=refresh)
+                    live.update(task_table(sessions, run_id))
+            else:
+                state = engine.execute(run_id)
+    emit_message(
+        f"run {run_id} {state} in {time.monotonic() - started:.2f} s",
+        output,
+        run_id=run_id,
+        state=state.value,
+    )
+    if state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """The newest runs."""
+    settings = Settings()
+    with (
+        opened_engine(settings.resolved_database_url) as store_engine,
+        session_factory(store_engine)() as session,
+    ):
+        rows = list(
+            session.scalars(select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit))
+        )
+    if output is OutputFormat.json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "pipeline": r.pipeline,
+                        "state": r.state,
+                        "created_at": r.created_at.isoformat(),
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table(title="runs")
+    for column in ("id", "pipeline", "state", "trigger", "created", "seconds"):
+        table.add_column(column)
+    for r in rows:
+        seconds = (
+            f"{(r.finished_at - r.started_at).total_seconds():.2f}"
+            if r.started_at and r.finished_at
+            else "-"
+        )
+        table.add_row(
+            r.id,
+            r.pipeline,
+            r.state,
+            r.trigger,
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            seconds,
+        )
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str) -> None:
+    """A run's tasks and their states."""
+    settings = Settings()
+    with opened_engine(settings.resolved_database_url) as store_engine:
+        sessions = session_factory(store_engine)
+        _require_run(sessions, run_id)
+        console.print(task_table(sessions, run_id))
+
+
+@runs_app.command("logs")
+def runs_logs(
+    run_id: str,
+    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+) -> None:
+    """Print the captured output of every attempt (or one task's)."""
+    settings = Settings()
+    with (
+        opened_engine(settings.resolved_database_url) as store_engine,
+        session_factory(store_engine)() as session,
+    ):
+        query = (
+            select(TaskRun.node_id, TaskRun.map_index, TaskAttempt.number, TaskAttempt.log_path)
+            .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
+            .where(TaskRun.run_id == run_id)
+            .order_by(TaskAttempt.started_at)
+        )
+        if task is not None:
+            query = query.where(TaskRun.node_id == task)
+        rows = session.execute(query).all()
+    if not rows:
+        raise NotFoundError(f"no attempts found for run {run_id!r}", code="run/not_found")
+    for node_id, map_index, number, log_path in rows:
+        name = node_id if map_index < 0 else f"{node_id}[{map_index}]"
+        console.rule(f"{name} · attempt {number}")
+        text = (
+            Path(log_path).read_text(errors="replace")
+            if log_path and Path(log_path).exists()
+            else ""
+        )
+        console.print(text.rstrip() or "[dim](no output)[/dim]", highlight=False, markup=False)
+
+
+@runs_app.command("retry")
+def runs_retry(run_id: str, workers: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+    """Run the failed tasks of a run again (and what follows them), reusing the rest."""
+    settings = Settings()
+    with opened_engine(settings.resolved_database_url) as store_engine:
+        sessions = session_factory(store_engine)
+        _require_run(sessions, run_id)
+        with local_engine(settings, sessions, workers) as engine:
+            reset = engine.retry(run_id)
+            state = engine.execute(run_id)
+        console.print(task_table(sessions, run_id))
+    console.print(f"run {run_id}: {reset} task(s) ran again; {state}")
+    if state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: str) -> None:
+    """Ask the engine running it to stop the run."""
+    settings = Settings()
+    with opened_engine(settings.resolved_database_url) as store_engine:
+        sessions = session_factory(store_engine)
+        _require_run(sessions, run_id)
+        running = request_cancel(sessions, run_id)
+    console.print(
+        f"cancellation requested for run {run_id}" if running else f"run {run_id} is not running"
+    )
+
+
+def _require_run(sessions: sessionmaker[Session], run_id: str) -> None:
+    with sessions() as session:
+        if session.get(PipelineRun, run_id) is None:
+            raise NotFoundError(f"run {run_id!r} does not exist", code="run/not_found")

@@ -1,0 +1,78 @@
+"""The engine on this machine: a warm worker pool, the configured store and secrets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.artifacts import from_settings
+from modelyard.auth.secret_box import load_box
+from modelyard.config import Settings
+from modelyard.pipelines.engine import EngineSettings, RunEngine
+from modelyard.pipelines.errors import PipelineDefinitionError
+from modelyard.runtimes.local.pool import WorkerPool
+from modelyard.specs.pipelines import PipelineSpec
+from modelyard.store.models import Secret
+
+SecretLookup = Callable[[str, tuple[str, ...]], dict[str, str]]
+
+
+def secret_lookup(settings: Settings, sessions: sessionmaker[Session]) -> SecretLookup:
+    """A function giving a project's secret values by name, decrypted for injection."""
+
+    def lookup(project_id: str, names: tuple[str, ...]) -> dict[str, str]:
+        if not names:
+            return {}
+        box = load_box(settings)
+        with sessions() as session:
+            rows = session.scalars(
+                select(Secret).where(Secret.project_id == project_id, Secret.name.in_(names))
+            )
+            return {row.name: box.decrypt(row.ciphertext) for row in rows}
+
+    return lookup
+
+
+def check_secrets(
+    sessions: sessionmaker[Session], project_id: str, project: str, spec: PipelineSpec
+) -> None:
+    """Refuse a run whose tasks need secrets the project does not have, before it starts."""
+    wanted = {name: node.id for node in spec.nodes for name in node.options.secrets}
+    if not wanted:
+        return
+    with sessions() as session:
+        present = set(
+            session.scalars(
+                select(Secret.name).where(
+                    Secret.project_id == project_id, Secret.name.in_(list(wanted))
+                )
+            )
+        )
+    missing = sorted(set(wanted) - present)
+    if missing:
+        raise PipelineDefinitionError(
+            f"pipeline {spec.name!r}: task {wanted[missing[0]]!r} needs secret(s) {missing}, "
+            f"which project {project!r} does not have; set them with 'modelyard secrets set'",
+            code="pipeline/missing_secret",
+            details={"pipeline": spec.name, "secrets": missing, "project": project},
+        )
+
+
+@contextmanager
+def local_engine(
+    settings: Settings, sessions: sessionmaker[Session], workers: int | None = None
+) -> Iterator[RunEngine]:
+    """A run engine with its own worker pool, closed on exit."""
+    size = workers or max(1, os.cpu_count() or 1)
+    store = from_settings(settings)
+    engine_settings = EngineSettings(
+        artifacts_url=settings.resolved_artifacts_url, logs_dir=settings.home / "logs"
+    )
+    with WorkerPool(size) as pool:
+        yield RunEngine(
+            sessions, pool, store, engine_settings, secrets=secret_lookup(settings, sessions)
+        )

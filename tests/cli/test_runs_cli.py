@@ -1,0 +1,117 @@
+"""``modelyard run`` and ``modelyard runs`` on the embedded store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelyard.cli.main import main
+from modelyard.errors import ExitCode
+
+pytestmark = pytest.mark.integration
+
+FLOW = """
+from modelyard.pipelines.pipeline import pipeline
+from modelyard.pipelines.task import task
+
+@task
+def items(n: int) -> list[int]:
+    print("making", n, "items")
+    return list(range(n))
+
+@task
+def total(values: list[int], fail: bool) -> int:
+    if fail:
+        raise ValueError("total refused")
+    return sum(values)
+
+@task(secrets=["WAREHOUSE_TOKEN"])
+def needs_secret() -> None:
+    return None
+
+@pipeline
+def flow(n: int = 3, fail: bool = False) -> None:
+    total(items(n), fail)
+
+@pipeline
+def secretive() -> None:
+    needs_secret()
+"""
+
+
+@pytest.fixture
+def flow_file(tmp_path: Path) -> Path:
+    path = tmp_path / "flow.py"
+    path.write_text(FLOW)
+    return path
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> object:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_run_list_logs_and_a_cached_rerun(
+    flow_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["run", f"{flow_file}:flow", "-P", "n=4", "--workers", "1"]
+    assert main([*args, "-o", "json"]) == 0
+    first = _json(capsys)
+    assert isinstance(first, dict)
+    assert first["state"] == "succeeded"
+    assert main([*args]) == 0
+    assert "succeeded" in capsys.readouterr().out
+    assert main(["runs", "list", "-o", "json"]) == 0
+    runs = _json_all(capsys)
+    assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
+    assert main(["runs", "logs", first["run_id"], "--task", "items"]) == 0
+    assert "making 4 items" in capsys.readouterr().out
+    assert main(["runs", "show", runs[0]["id"]]) == 0
+    assert "cached" in capsys.readouterr().out
+
+
+def _json_all(capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
+    value = json.loads(capsys.readouterr().out)
+    assert isinstance(value, list)
+    return value
+
+
+def test_a_failed_run_exits_1_and_retry_reruns_it(
+    flow_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", f"{flow_file}:flow", "-P", "fail=true", "--workers", "1", "-o", "json"])
+    assert code == 1
+    failed = _json(capsys)
+    assert isinstance(failed, dict)
+    assert failed["state"] == "failed"
+    assert main(["runs", "retry", failed["run_id"], "--workers", "1"]) == 1  # still failing
+    assert "1 task(s) ran again" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["-P", "n=many"], "invalid parameters: n"),
+        (["-P", "colour=red"], "colour"),
+        (["-P", "novalue"], "is not key=value"),
+    ],
+)
+def test_bad_parameters_are_usage_errors(
+    flow_file: Path, capsys: pytest.CaptureFixture[str], args: list[str], fragment: str
+) -> None:
+    assert main(["run", f"{flow_file}:flow", *args]) == ExitCode.USAGE
+    assert fragment in capsys.readouterr().err
+
+
+def test_missing_secrets_and_broken_files_fail_before_anything_runs(
+    flow_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", f"{flow_file}:secretive"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "needs secret(s) ['WAREHOUSE_TOKEN']" in err
+    broken = tmp_path / "broken.py"
+    broken.write_text("import nowhere_to_be_found\n")
+    assert main(["run", f"{broken}:flow"]) == ExitCode.USAGE
+    assert "ModuleNotFoundError" in capsys.readouterr().err
+    assert main(["runs", "show", "no-such-run"]) == ExitCode.NOT_FOUND
