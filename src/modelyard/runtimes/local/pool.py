@@ -1,31 +1,31 @@
 """A pool of warm worker processes: millisecond dispatch with process isolation.
 
-Workers are started once (through a fork server that has modelyard preloaded) and
-reused; one is replaced when it crashes, times out, fails a job or reaches
-``max_jobs_per_worker``. A crash, a hang or an out-of-memory kill in a job never
-reaches the caller as anything but an ``Outcome``.
+Workers are fresh interpreters running ``python -m modelyard.runtimes.local.worker``
+(so the caller's ``__main__`` is never imported again, whatever it does at import),
+started once and reused. One is replaced when it crashes, times out, fails a job or
+reaches ``max_jobs_per_worker``. A crash, a hang or an out-of-memory kill in a job
+never reaches the caller as anything but an ``Outcome``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.context import ForkServerContext, SpawnContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from modelyard.runtimes.local.jobs import Job, Outcome, OutcomeKind
-from modelyard.runtimes.local.worker import serve
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +34,18 @@ _START_TIMEOUT_S = 60.0
 _STOP_GRACE_S = 5.0
 
 
-def _context() -> ForkServerContext | SpawnContext:
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(DEFAULT_PRELOAD))
-        return context
-    return multiprocessing.get_context("spawn")
-
-
 @dataclass
 class _Worker:
-    process: BaseProcess
+    process: subprocess.Popen[bytes]
     connection: Connection
     jobs_done: int = 0
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=timeout)
 
 
 @dataclass
@@ -80,7 +79,6 @@ class WorkerPool:
         self.max_jobs_per_worker = max_jobs_per_worker
         self.preload = tuple(preload)
         self.stop_grace = stop_grace
-        self._context = _context()
         self._queue: queue.Queue[_Submission | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._closed = False
@@ -134,8 +132,19 @@ class WorkerPool:
                     return
                 if not submission.future.set_running_or_notify_cancel():
                     continue
-                if worker is None or not worker.process.is_alive():
-                    worker = self._spawn()
+                if worker is None or not worker.alive():
+                    try:
+                        worker = self._spawn()
+                    except (OSError, RuntimeError) as exc:
+                        logger.error("a worker process could not start: %s", exc)
+                        submission.future.set_result(
+                            Outcome(
+                                kind=OutcomeKind.CRASHED,
+                                error_message=f"a worker process could not start: {exc}",
+                            )
+                        )
+                        worker = None
+                        continue
                 outcome, healthy = self._execute(worker, submission)
                 worker.jobs_done += 1
                 if not healthy or not outcome.ok or worker.jobs_done >= self.max_jobs_per_worker:
@@ -147,18 +156,33 @@ class WorkerPool:
                 self._retire(worker, kill=False)
 
     def _spawn(self) -> _Worker:
-        parent, child = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=serve, args=(child, self.preload), name="modelyard-worker", daemon=True
-        )
-        process.start()
-        child.close()
-        if not parent.poll(_START_TIMEOUT_S) or parent.recv() != "ready":
+        parent_socket, child_socket = socket.socketpair()
+        env = dict(os.environ)
+        # The worker sees the modules this process can import, including added paths.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        try:
+            process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
+                [
+                    sys.executable,
+                    "-m",
+                    "modelyard.runtimes.local.worker",
+                    str(child_socket.fileno()),
+                    *self.preload,
+                ],
+                pass_fds=[child_socket.fileno()],
+                env=env,
+            )
+        finally:
+            child_socket.close()
+        connection = Connection(parent_socket.detach())
+        if not connection.poll(_START_TIMEOUT_S) or connection.recv() != "ready":
             process.kill()
-            raise RuntimeError("a worker process did not start")
+            process.wait()
+            connection.close()
+            raise RuntimeError("a worker process did not report ready")
         with self._lock:
             self.workers_started += 1
-        return _Worker(process=process, connection=parent)
+        return _Worker(process=process, connection=connection)
 
     def _execute(self, worker: _Worker, submission: _Submission) -> tuple[Outcome, bool]:
         """Send one job and wait for its outcome; returns (outcome, worker still usable)."""
@@ -179,7 +203,7 @@ class WorkerPool:
                     return worker.connection.recv(), True
             except (EOFError, OSError):
                 return self._crashed(worker, started), False
-            if not worker.process.is_alive():
+            if not worker.alive():
                 return self._crashed(worker, started), False
             if submission.cancel.is_set():
                 self._stop(worker)
@@ -199,8 +223,8 @@ class WorkerPool:
                 ), False
 
     def _crashed(self, worker: _Worker, started: float) -> Outcome:
-        worker.process.join(timeout=self.stop_grace)
-        code = worker.process.exitcode
+        worker.join(timeout=self.stop_grace)
+        code = worker.process.returncode
         return Outcome(
             kind=OutcomeKind.CRASHED,
             exit_code=code,
@@ -211,13 +235,12 @@ class WorkerPool:
 
     def _stop(self, worker: _Worker) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
-        process = worker.process
-        if process.pid is not None and process.is_alive():
-            os.kill(process.pid, signal.SIGTERM)
-            process.join(timeout=self.stop_grace)
-        if process.is_alive():
-            process.kill()
-            process.join()
+        if worker.alive():
+            worker.process.send_signal(signal.SIGTERM)
+            worker.join(timeout=self.stop_grace)
+        if worker.alive():
+            worker.process.kill()
+            worker.process.wait()
 
     def _retire(self, worker: _Worker, *, kill: bool) -> None:
         if kill:
@@ -225,8 +248,8 @@ class WorkerPool:
         else:
             with contextlib.suppress(BrokenPipeError, OSError):
                 worker.connection.send(None)
-            worker.process.join(timeout=self.stop_grace)
-            if worker.process.is_alive():
+            worker.join(timeout=self.stop_grace)
+            if worker.alive():
                 self._stop(worker)
         worker.connection.close()
 

@@ -171,3 +171,12 @@ def serve(connection: Connection, preload: tuple[str, ...]) -> None:
                     worker_pid=os.getpid(),
                 )
             )
+
+
+def main(argv: list[str]) -> None:
+    """``python -m modelyard.runtimes.local.worker FD [PRELOAD ...]``."""
+    serve(Connection(int(argv[0])), tuple(argv[1:]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
