@@ -37,8 +37,8 @@ services:
 	bash scripts/ensure-services.sh
 
 lint: $(VENV)/.all-installed
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 
 typecheck: $(VENV)/.all-installed
 	$(BIN)/mypy --strict src
