@@ -139,6 +139,7 @@ def run(
 
                     state = engine.execute(run_id, on_change=refresh)
                     live.update(task_table(sessions, run_id))
+                console.print()
             else:
                 state = engine.execute(run_id)
     emit_message(

@@ -35,6 +35,10 @@ def import_file(path: Path) -> ModuleType:
     version = path.stat().st_mtime_ns
     if name in sys.modules and _imported_versions.get(name) == version:
         return sys.modules[name]
+    # Like Airflow's DAG folder: modules next to a pipeline file are importable from it.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise PipelineLoadError(f"{path} is not a Python file", details={"file": str(path)})

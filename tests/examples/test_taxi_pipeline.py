@@ -1,0 +1,44 @@
+"""The taxi pipeline end to end on the local runtime: quarantine, aggregates, caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from examples.taxi.generate import expected_bad_rows
+from modelyard.pipelines.loader import load_pipeline
+from modelyard.specs.runs import RunState, TaskState
+from tests.pipelines.conftest import Runner
+from tests.pipelines.conftest import runner as runner
+from tests.pipelines.conftest import worker_pool as worker_pool
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "taxi" / "pipeline.py"
+
+
+def test_the_taxi_pipeline_quarantines_aggregates_and_caches(runner: Runner) -> None:
+    definition = load_pipeline(f"{PIPELINE}:taxi")
+    spec = definition.spec(f"{PIPELINE}:taxi")
+    params = definition.validate_params({"rows": 20_000})
+
+    run_id = runner.engine.create_run(runner.project_id, spec, params)
+    assert runner.engine.execute(run_id) is RunState.SUCCEEDED
+
+    report = runner.value(run_id, "quality_report")
+    assert report["rows"] == 20_000
+    assert report["quarantined"] == expected_bad_rows(20_000, 0.005)
+    assert sum(report["by_reason"].values()) >= report["quarantined"]
+    tasks = runner.tasks(run_id)
+    features = tasks["features"].output
+    assert features is not None
+    assert int(features["ref"]["metadata"]["num_rows"]) == 20_000 - report["quarantined"]
+    distance = tasks["by_distance"].output
+    assert distance is not None
+    buckets = runner.store.read_table(distance["ref"]["digest"])
+    assert buckets["distance_bucket"].to_pylist() == ["0-1", "1-3", "3-5", "5-10", ">10"]
+
+    again = runner.engine.create_run(runner.project_id, spec, params)
+    assert runner.engine.execute(again) is RunState.SUCCEEDED
+    assert set(runner.states(again).values()) == {TaskState.CACHED}
