@@ -45,9 +45,7 @@ def quarantine(trips: pa.Table, start: str, end: str) -> pa.Table:
     """The rows that fail a check, each with the checks it fails: never dropped silently."""
     faults = find_bad_rows(trips, start=date.fromisoformat(start), end=date.fromisoformat(end))
     names = list(faults)
-    reasons = [
-        ",".join(name for name in names if faults[name][i]) for i in range(trips.num_rows)
-    ]
+    reasons = [",".join(name for name in names if faults[name][i]) for i in range(trips.num_rows)]
     table = trips.append_column("reasons", pa.array(reasons, pa.string()))
     return table.filter(pc.not_equal(table["reasons"], ""))
 
