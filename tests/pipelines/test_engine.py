@@ -9,6 +9,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from modelyard.pipelines.engine import RunEngine
 from modelyard.pipelines.errors import PipelineDefinitionError
 from modelyard.specs.runs import RunState, TaskState
 from modelyard.store.db import transaction
@@ -181,3 +182,52 @@ def test_an_unknown_pool_is_refused_before_anything_runs(runner: Runner) -> None
     with pytest.raises(PipelineDefinitionError) as raised:
         runner.start(flows.pooled_flow, trace_dir=str(runner.trace_dir))
     assert raised.value.code == "pipeline/unknown_pool"
+
+
+def test_runs_are_measured_and_traced(runner: Runner) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = RunEngine(
+        runner.sessions,
+        runner.engine.pool,
+        runner.store,
+        runner.engine.settings,
+        tracer_provider=provider,
+    )
+    spec = flows.flaky_flow.spec("tests/pipelines/flows.py:flaky_flow")
+    params = flows.flaky_flow.validate_params({"trace_dir": str(runner.trace_dir), "failures": 1})
+    run_id = engine.create_run(runner.project_id, spec, params)
+    assert engine.execute(run_id) is RunState.SUCCEEDED
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(
+            generate_latest(engine.metrics.registry).decode()
+        )
+        for s in family.samples
+    }
+    key = (
+        "modelyard_task_runs_total",
+        (("pipeline", "flaky_flow"), ("state", "succeeded"), ("task", "flaky")),
+    )
+    assert samples[key] == 1
+    durations = (
+        "modelyard_task_duration_seconds_count",
+        (("pipeline", "flaky_flow"), ("task", "flaky")),
+    )
+    assert samples[durations] == 2  # the failed attempt and the successful one
+    spans = exporter.get_finished_spans()
+    run_span = next(s for s in spans if s.name == "pipeline run")
+    attempts = [s for s in spans if s.name == "task flaky"]
+    assert len(attempts) == 2
+    assert all(
+        a.parent is not None and a.parent.span_id == run_span.context.span_id for a in attempts
+    )
+    assert [a.attributes["modelyard.outcome"] for a in attempts] == ["raised", "succeeded"]

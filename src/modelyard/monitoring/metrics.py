@@ -38,3 +38,32 @@ class HttpMetrics:
     def observe(self, method: str, route: str, code: int, seconds: float) -> None:
         self.requests.labels(method, route, str(code)).inc()
         self.duration.labels(method, route).observe(seconds)
+
+
+TASK_DURATION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
+
+
+class PipelineMetrics:
+    """Task runs by outcome, their duration, and the queue depth of each pool (DESIGN)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.task_runs = Counter(
+            "modelyard_task_runs_total",
+            "Task runs that reached a final state, by pipeline, task and state.",
+            ["pipeline", "task", "state"],
+            registry=self.registry,
+        )
+        self.task_duration = Histogram(
+            "modelyard_task_duration_seconds",
+            "Time an attempt of a task took in its worker, by pipeline and task.",
+            ["pipeline", "task"],
+            buckets=TASK_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "modelyard_queue_depth",
+            "Task runs ready to run and waiting for a slot, by pool ('default': no pool).",
+            ["pool"],
+            registry=self.registry,
+        )

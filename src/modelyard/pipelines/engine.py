@@ -18,6 +18,7 @@ import logging
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -25,10 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.artifacts import ArtifactRef, ArtifactStore
+from modelyard.monitoring.metrics import PipelineMetrics
 from modelyard.pipelines.errors import PipelineDefinitionError
 from modelyard.pipelines.fingerprint import code_fingerprint
 from modelyard.pipelines.graph import topological_order, upstream_of
@@ -105,6 +108,8 @@ class RunEngine:
         store: The artifact store (the same one the workers use).
         settings: Engine settings.
         secrets: Looks up a project's secret values by name, for injection.
+        metrics: Where task counts, durations and queue depths are recorded.
+        tracer_provider: Where run and attempt spans go (default: the global provider).
     """
 
     def __init__(
@@ -114,13 +119,19 @@ class RunEngine:
         store: ArtifactStore,
         settings: EngineSettings,
         secrets: Callable[[str, tuple[str, ...]], dict[str, str]] | None = None,
+        metrics: PipelineMetrics | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
+        self.metrics = metrics or PipelineMetrics()
+        self.tracer = trace.get_tracer("modelyard.pipelines", tracer_provider=tracer_provider)
         self.sessions = sessions
         self.pool = pool
         self.store = store
         self.settings = settings
         self.secrets = secrets or (lambda _project, _names: {})
         self._fingerprints: dict[tuple[str, int], str] = {}
+        self._pipelines: dict[str, str] = {}  # run id -> pipeline name, for metric labels
+        self._queue_labels: set[str] = set()
         self._pool_usage: dict[str, int] = {}
 
     # -- creating, retrying, cancelling ---------------------------------------------
@@ -217,7 +228,18 @@ class RunEngine:
     # -- executing ----------------------------------------------------------------------
 
     def execute(self, run_id: str, *, on_change: Callable[[str], None] | None = None) -> RunState:
-        """Drive the run until it finishes; safe to call again after a crash."""
+        """Drive the run until it finishes; safe to call again after a crash.
+
+        One OpenTelemetry span covers the run; each attempt is a child span.
+        """
+        with self.tracer.start_as_current_span(
+            "pipeline run", attributes={"modelyard.run_id": run_id}
+        ) as span:
+            state = self._drive(run_id, on_change)
+            span.set_attribute("modelyard.run_state", state.value)
+            return state
+
+    def _drive(self, run_id: str, on_change: Callable[[str], None] | None) -> RunState:
         notify = on_change or (lambda _run_id: None)
         spec, params, project_id, logical_date, max_parallel = self._start(run_id)
         order = topological_order(spec)
@@ -285,6 +307,7 @@ class RunEngine:
                     attempt.finished_at = utcnow()
                     task_run.attempts -= 1  # an interrupted attempt is not the task's failure
             spec = PipelineSpec.model_validate(run.spec)
+            self._pipelines[run_id] = spec.name
             return spec, dict(run.params), run.project_id, run.logical_date, run.max_parallelism
 
     def _cancel_requested(self, run_id: str) -> bool:
@@ -323,10 +346,6 @@ class RunEngine:
         )
         return {(row.node_id, row.map_index): row for row in rows}
 
-    def _task_runs(self, session: Session, run_id: str) -> dict[tuple[str, int], TaskRun]:
-        rows = session.scalars(select(TaskRun).where(TaskRun.run_id == run_id))
-        return {(row.node_id, row.map_index): row for row in rows}
-
     def _advance(
         self,
         session: Session,
@@ -361,6 +380,8 @@ class RunEngine:
     def _settle(self, task_run: TaskRun, state: TaskState) -> None:
         task_run.state = state
         task_run.finished_at = utcnow()
+        pipeline = self._pipelines.get(task_run.run_id, "unknown")
+        self.metrics.task_runs.labels(pipeline, task_run.node_id, state.value).inc()
 
     def _holds(
         self, condition: Condition, runs: dict[tuple[str, int], TaskRun], params: dict[str, Any]
@@ -471,7 +492,7 @@ class RunEngine:
         slot_limits = {pool.name: pool.slots for pool in session.scalars(select(Pool))}
         for task_run in queued:
             if max_parallel is not None and len(running) >= max_parallel:
-                return
+                break
             if task_run.next_attempt_at is not None and task_run.next_attempt_at > now:
                 continue
             node = nodes[task_run.node_id]
@@ -482,12 +503,7 @@ class RunEngine:
                     continue
             inputs = self._inputs(node, runs, params)
             if task_run.map_index != PARENT and node.map_over is not None:
-                over = inputs[node.map_over]
-                items = (
-                    over["items"]
-                    if "items" in over
-                    else [{"value": item} for item in self._value(over)]
-                )
+                items = self._map_items(inputs[node.map_over])
                 inputs[node.map_over] = items[task_run.map_index]
             key = self._cache_key(spec, node, inputs) if node.options.cache else None
             if key is not None and self._reuse(session, project_id, task_run, key):
@@ -541,6 +557,19 @@ class RunEngine:
                     self._pool_usage.get(pool_name, 0) + node.options.pool_slots
                 )
             running[self.pool.submit(job, cancel=item.cancel)] = item
+        self._report_queue(runs, nodes)
+
+    def _report_queue(
+        self, runs: dict[tuple[str, int], TaskRun], nodes: dict[str, NodeSpec]
+    ) -> None:
+        waiting: dict[str, int] = {}
+        for task_run in runs.values():
+            if task_run.state == TaskState.QUEUED:
+                pool = nodes[task_run.node_id].options.pool or "default"
+                waiting[pool] = waiting.get(pool, 0) + 1
+        for pool in self._queue_labels | waiting.keys():
+            self.metrics.queue_depth.labels(pool).set(waiting.get(pool, 0))
+        self._queue_labels |= waiting.keys()
 
     def _log_path(self, run_id: str, task_run: TaskRun, number: int) -> Path:
         suffix = "" if task_run.map_index == PARENT else f"[{task_run.map_index}]"
@@ -581,6 +610,19 @@ class RunEngine:
         return True
 
     def _record(self, run_id: str, project_id: str, item: _Running, outcome: Outcome) -> None:
+        pipeline = self._pipelines.get(run_id, "unknown")
+        self.metrics.task_duration.labels(pipeline, item.node.id).observe(outcome.seconds)
+        ended = time.time_ns()
+        span = self.tracer.start_span(
+            f"task {item.node.id}",
+            start_time=ended - int(outcome.seconds * 1e9),
+            attributes={
+                "modelyard.task": item.node.id,
+                "modelyard.map_index": item.map_index,
+                "modelyard.outcome": outcome.kind.value,
+            },
+        )
+        span.end(end_time=ended)
         with transaction(self.sessions) as session:
             task_run = session.get(TaskRun, item.task_run_id)
             attempt = session.get(TaskAttempt, item.attempt_id)
