@@ -115,3 +115,67 @@ def test_missing_secrets_and_broken_files_fail_before_anything_runs(
     assert main(["run", f"{broken}:flow"]) == ExitCode.USAGE
     assert "ModuleNotFoundError" in capsys.readouterr().err
     assert main(["runs", "show", "no-such-run"]) == ExitCode.NOT_FOUND
+
+
+SLOW = """
+import time
+from modelyard.pipelines.pipeline import pipeline
+from modelyard.pipelines.task import task
+
+@task
+def ticker(n: int) -> int:
+    for i in range(n):
+        print(f"tick {i}", flush=True)
+        time.sleep(0.3)
+    return n
+
+@pipeline
+def slow(n: int = 6) -> None:
+    ticker(n)
+"""
+
+
+def test_logs_follow_a_running_attempt_and_outlive_the_local_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "slow.py"
+    path.write_text(SLOW)
+    modelyard = Path(sys.executable).with_name("modelyard")
+    running = subprocess.Popen(
+        [str(modelyard), "run", f"{path}:slow", "--no-watch", "--workers", "1"],
+        env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        run_id = None
+        while run_id is None:
+            assert time.monotonic() < deadline
+            listed_ok = main(["runs", "list", "-o", "json"]) == 0
+            printed = capsys.readouterr().out
+            if listed_ok:
+                listed = json.loads(printed or "[]")
+                run_id = listed[0]["id"] if listed else None
+            time.sleep(0.1)
+        assert main(["runs", "logs", run_id, "--follow"]) == 0
+        followed = capsys.readouterr().out
+        assert [f"tick {i}" in followed for i in range(6)] == [True] * 6
+        assert running.wait(timeout=30) == 0
+    finally:
+        if running.poll() is None:
+            running.kill()
+    shutil.rmtree(Path(os.environ["MODELYARD_HOME"]) / "logs")
+    assert main(["runs", "logs", run_id]) == 0
+    assert "tick 5" in capsys.readouterr().out  # from the copy in the artifact store
+
+
+def test_runs_on_a_store_that_was_never_initialised_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["runs", "list"]) == ExitCode.SERVER_ERROR
+    assert "run 'modelyard init'" in capsys.readouterr().err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,14 +16,16 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelyard.artifacts import ArtifactStore, from_settings
 from modelyard.cli.admin import prepare_home
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
 from modelyard.config import Settings
-from modelyard.errors import NotFoundError
+from modelyard.errors import NotFoundError, ServiceUnavailableError
 from modelyard.pipelines.engine import request_cancel
 from modelyard.pipelines.loader import load_pipeline
 from modelyard.pipelines.local import check_secrets, local_engine
 from modelyard.specs.runs import RunState, TaskState
+from modelyard.store import migrate
 from modelyard.store.db import opened_engine, session_factory, transaction
 from modelyard.store.models import PipelineRun, Project, TaskAttempt, TaskRun
 
@@ -159,10 +163,7 @@ def runs_list(
 ) -> None:
     """The newest runs."""
     settings = Settings()
-    with (
-        opened_engine(settings.resolved_database_url) as store_engine,
-        session_factory(store_engine)() as session,
-    ):
+    with _store(settings) as sessions, sessions() as session:
         rows = list(
             session.scalars(select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit))
         )
@@ -206,8 +207,7 @@ def runs_list(
 def runs_show(run_id: str) -> None:
     """A run's tasks and their states."""
     settings = Settings()
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
+    with _store(settings) as sessions:
         _require_run(sessions, run_id)
         console.print(task_table(sessions, run_id))
 
@@ -216,15 +216,33 @@ def runs_show(run_id: str) -> None:
 def runs_logs(
     run_id: str,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the run finishes.")
+    ] = False,
 ) -> None:
-    """Print the captured output of every attempt (or one task's)."""
+    """Print the captured output of every attempt (or one task's), live with --follow."""
     settings = Settings()
-    with (
-        opened_engine(settings.resolved_database_url) as store_engine,
-        session_factory(store_engine)() as session,
-    ):
+    store = from_settings(settings)
+    offsets: dict[str, int] = {}
+    with _store(settings) as sessions:
+        _require_run(sessions, run_id)
+        while True:
+            finished = _run_finished(sessions, run_id)
+            for name, attempt in _attempts(sessions, run_id, task):
+                _print_new_output(store, name, attempt, offsets)
+            if not follow or finished:
+                break
+            time.sleep(0.2)
+    if not offsets:
+        console.print("[dim](no attempts yet)[/dim]")
+
+
+def _attempts(
+    sessions: sessionmaker[Session], run_id: str, task: str | None
+) -> list[tuple[str, TaskAttempt]]:
+    with sessions() as session:
         query = (
-            select(TaskRun.node_id, TaskRun.map_index, TaskAttempt.number, TaskAttempt.log_path)
+            select(TaskRun.node_id, TaskRun.map_index, TaskAttempt)
             .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
             .where(TaskRun.run_id == run_id)
             .order_by(TaskAttempt.started_at)
@@ -232,25 +250,42 @@ def runs_logs(
         if task is not None:
             query = query.where(TaskRun.node_id == task)
         rows = session.execute(query).all()
-    if not rows:
-        raise NotFoundError(f"no attempts found for run {run_id!r}", code="run/not_found")
-    for node_id, map_index, number, log_path in rows:
-        name = node_id if map_index < 0 else f"{node_id}[{map_index}]"
-        console.rule(f"{name} · attempt {number}")
-        text = (
-            Path(log_path).read_text(errors="replace")
-            if log_path and Path(log_path).exists()
-            else ""
-        )
-        console.print(text.rstrip() or "[dim](no output)[/dim]", highlight=False, markup=False)
+    return [(node if index < 0 else f"{node}[{index}]", attempt) for node, index, attempt in rows]
+
+
+def _print_new_output(
+    store: ArtifactStore, name: str, attempt: TaskAttempt, offsets: dict[str, int]
+) -> None:
+    """Print what the attempt wrote since last time: from its live file on this machine,
+    else (finished elsewhere) from the copy in the artifact store."""
+    if attempt.id not in offsets:
+        console.rule(f"{name} · attempt {attempt.number}")
+        offsets[attempt.id] = 0
+    path = Path(attempt.log_path) if attempt.log_path else None
+    if path is not None and path.is_file():
+        with path.open("rb") as handle:
+            handle.seek(offsets[attempt.id])
+            data = handle.read()
+    elif attempt.log_ref is not None and offsets[attempt.id] == 0:
+        data = store.get_bytes(str(attempt.log_ref["digest"]))
+    else:
+        data = b""
+    if data:
+        offsets[attempt.id] += len(data)
+        console.print(data.decode(errors="replace").rstrip("\n"), highlight=False, markup=False)
+
+
+def _run_finished(sessions: sessionmaker[Session], run_id: str) -> bool:
+    with sessions() as session:
+        state = session.scalar(select(PipelineRun.state).where(PipelineRun.id == run_id))
+    return state is None or RunState(state).finished
 
 
 @runs_app.command("retry")
 def runs_retry(run_id: str, workers: Annotated[int | None, typer.Option(min=1)] = None) -> None:
     """Run the failed tasks of a run again (and what follows them), reusing the rest."""
     settings = Settings()
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
+    with _store(settings) as sessions:
         _require_run(sessions, run_id)
         with local_engine(settings, sessions, workers) as engine:
             reset = engine.retry(run_id)
@@ -265,13 +300,25 @@ def runs_retry(run_id: str, workers: Annotated[int | None, typer.Option(min=1)] 
 def runs_cancel(run_id: str) -> None:
     """Ask the engine running it to stop the run."""
     settings = Settings()
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
+    with _store(settings) as sessions:
         _require_run(sessions, run_id)
         running = request_cancel(sessions, run_id)
     console.print(
         f"cancellation requested for run {run_id}" if running else f"run {run_id} is not running"
     )
+
+
+@contextmanager
+def _store(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """The embedded store, refusing clearly when it was never initialised."""
+    with opened_engine(settings.resolved_database_url) as store_engine:
+        if not migrate.is_current(store_engine):
+            raise ServiceUnavailableError(
+                f"the metadata store at {settings.resolved_database_url} is not ready: run "
+                "'modelyard init' (or 'modelyard db upgrade')",
+                code="store/not_ready",
+            )
+        yield session_factory(store_engine)
 
 
 def _require_run(sessions: sessionmaker[Session], run_id: str) -> None:

@@ -631,6 +631,7 @@ class RunEngine:
             attempt.finished_at = utcnow()
             attempt.worker_pid = outcome.worker_pid
             attempt.exit_code = outcome.exit_code
+            attempt.log_ref = self._keep_log(attempt.log_path)
             if outcome.ok:
                 output = {"ref": outcome.value}
                 attempt.state = AttemptState.SUCCEEDED
@@ -670,6 +671,16 @@ class RunEngine:
                 task_run.next_attempt_at = utcnow() + _backoff(policy, task_run.attempts)
                 return
             self._settle(task_run, TaskState.FAILED)
+
+    def _keep_log(self, log_path: str | None) -> dict[str, Any] | None:
+        """Copy an attempt's log into the artifact store, where any machine can read it."""
+        if not log_path or not Path(log_path).is_file():
+            return None
+        try:
+            return self.store.put_file(log_path, media_type="text/plain").model_dump(mode="json")
+        except OSError:
+            logger.warning("the log %s could not be stored", log_path, exc_info=True)
+            return None
 
     def _link(
         self,

@@ -245,6 +245,7 @@ class TaskAttempt(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[dict[str, object] | None] = mapped_column(JSON)
     log_path: Mapped[str | None] = mapped_column(Text)
+    log_ref: Mapped[dict[str, object] | None] = mapped_column(JSON)
 
 
 class CacheEntry(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-22 20:34:25.929253
+Create Date: 2026-11-22 20:59:39.282286
 """
 
 from __future__ import annotations
@@ -162,6 +162,7 @@ def upgrade() -> None:
         sa.Column("exit_code", sa.Integer(), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("log_path", sa.Text(), nullable=True),
+        sa.Column("log_ref", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["task_run_id"],
             ["task_runs.id"],
