@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.runtimes.local.jobs import Job, OutcomeKind
+from modelyard.runtimes.jobs import Job, OutcomeKind
 from modelyard.runtimes.local.pool import WorkerPool
 
 pytestmark = pytest.mark.integration

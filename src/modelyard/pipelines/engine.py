@@ -35,11 +35,10 @@ from modelyard.monitoring.metrics import PipelineMetrics
 from modelyard.pipelines.errors import PipelineDefinitionError
 from modelyard.pipelines.fingerprint import code_fingerprint
 from modelyard.pipelines.graph import topological_order, upstream_of
-from modelyard.pipelines.loader import USER_MODULE_PREFIX
+from modelyard.pipelines.loader import USER_MODULE_PREFIX, resolve_target
 from modelyard.pipelines.values import digests_in
-from modelyard.runtimes.local.jobs import Job, Outcome, OutcomeKind
-from modelyard.runtimes.local.pool import WorkerPool
-from modelyard.runtimes.local.worker import resolve
+from modelyard.runtimes import Runtime
+from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
 from modelyard.specs.pipelines import (
     CollectionInput,
     Condition,
@@ -104,7 +103,7 @@ class RunEngine:
 
     Args:
         sessions: The metadata store.
-        pool: Where attempts run.
+        pool: The runtime attempts run on (the local worker pool, later Kubernetes or Ray).
         store: The artifact store (the same one the workers use).
         settings: Engine settings.
         secrets: Looks up a project's secret values by name, for injection.
@@ -115,7 +114,7 @@ class RunEngine:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        pool: WorkerPool,
+        pool: Runtime,
         store: ArtifactStore,
         settings: EngineSettings,
         secrets: Callable[[str, tuple[str, ...]], dict[str, str]] | None = None,
@@ -590,7 +589,7 @@ class RunEngine:
 
     def _fingerprint(self, spec: PipelineSpec, node: NodeSpec) -> str:
         module_name = node.task.partition(":")[0]
-        function = resolve(node.task, tuple(_import_path(spec, node)))
+        function = resolve_target(node.task, tuple(_import_path(spec, node)))
         key = (node.task, id(sys.modules.get(module_name)))
         if key not in self._fingerprints:
             self._fingerprints[key] = code_fingerprint(function)

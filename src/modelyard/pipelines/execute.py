@@ -13,8 +13,8 @@ from functools import lru_cache
 from typing import Any
 
 from modelyard.artifacts import ArtifactStore
+from modelyard.pipelines.loader import resolve_target
 from modelyard.pipelines.values import load_input, store_output
-from modelyard.runtimes.local.worker import resolve
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
     ``inputs`` (argument -> resolved input), ``artifacts_url`` and the context fields.
     """
     store = _store(request["artifacts_url"])
-    function = resolve(request["task"], tuple(request.get("import_path", ())))
+    function = resolve_target(request["task"], tuple(request.get("import_path", ())))
     kwargs = {name: load_input(store, value) for name, value in request["inputs"].items()}
     logical_date = request.get("logical_date")
     context = TaskContext(

@@ -7,8 +7,10 @@ import importlib
 import importlib.util
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from modelyard.pipelines.errors import PipelineLoadError, PipelineNotFoundError
 from modelyard.pipelines.pipeline import PipelineDefinition
@@ -89,3 +91,31 @@ def load_pipeline(target: str) -> PipelineDefinition:
             details={"target": target, "available": available},
         )
     return found
+
+
+_resolved: dict[tuple[str, int], Callable[..., Any]] = {}
+
+
+def resolve_target(target: str, import_path: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """Import ``"module:qualname"`` (after importing ``import_path`` files), with a cache.
+
+    Pipeline files are imported again when they change on disk, so a warm worker runs
+    the code a retry was started for, not the code it first saw.
+    """
+    for path in import_path:
+        import_file(Path(path))
+    module_name, _, qualname = target.partition(":")
+    module: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+    key = (target, id(module))
+    cached = _resolved.get(key)
+    if cached is not None:
+        return cached
+    obj = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    function = getattr(obj, "fn", obj)  # a TaskDefinition runs its function
+    if not callable(function):
+        raise TypeError(f"{target} is not callable")
+    resolved: Callable[..., Any] = function
+    _resolved[key] = resolved
+    return resolved

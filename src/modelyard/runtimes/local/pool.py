@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from modelyard.runtimes.local.jobs import Job, Outcome, OutcomeKind
+from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class _Submission:
 
 
 class WorkerPool:
-    """Runs ``Job``s on ``size`` warm worker processes.
+    """Runs ``Job``s on ``size`` warm worker processes (the local ``Runtime``).
 
     Args:
         size: How many jobs run at once.
@@ -75,6 +75,9 @@ class WorkerPool:
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
+        self.name = "local"
+        self.supports_gpus = False
+        self.supports_gang_scheduling = False
         self.size = size
         self.max_jobs_per_worker = max_jobs_per_worker
         self.preload = tuple(preload)

@@ -14,42 +14,11 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any
 
-from modelyard.runtimes.local.jobs import Job, Outcome, OutcomeKind
-
-_resolved: dict[tuple[str, int], Callable[..., Any]] = {}
-
-
-def resolve(target: str, import_path: tuple[str, ...] = ()) -> Callable[..., Any]:
-    """Import ``"module:qualname"`` (after importing ``import_path`` files), with a cache.
-
-    Pipeline files are imported again when they change on disk, so a warm worker runs
-    the code a retry was started for, not the code it first saw.
-    """
-    if import_path:
-        from modelyard.pipelines.loader import import_file
-
-        for path in import_path:
-            import_file(Path(path))
-    module_name, _, qualname = target.partition(":")
-    module: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
-    key = (target, id(module))
-    cached = _resolved.get(key)
-    if cached is not None:
-        return cached
-    obj = module
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    function = getattr(obj, "fn", obj)  # a TaskDefinition runs its function
-    if not callable(function):
-        raise TypeError(f"{target} is not callable")
-    resolved: Callable[..., Any] = function
-    _resolved[key] = resolved
-    return resolved
+from modelyard.pipelines.loader import resolve_target
+from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
 
 
 @contextlib.contextmanager
@@ -116,7 +85,7 @@ def run_job(job: Job) -> Outcome:
     """Run one job here and describe how it went (never raises for the user's errors)."""
     started = time.perf_counter()
     try:
-        function = resolve(job.target, job.import_path)
+        function = resolve_target(job.target, job.import_path)
         with (
             _environment(job.env),
             _redirected_output(job.log_path),
