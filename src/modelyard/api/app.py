@@ -13,7 +13,7 @@ from modelyard._version import __version__
 from modelyard.api.deps import API_PREFIX
 from modelyard.api.errors import install_error_handlers
 from modelyard.api.middleware import RequestContextMiddleware
-from modelyard.api.routes import audit, health, projects, secrets, tokens, users
+from modelyard.api.routes import audit, health, projects, runs, secrets, tokens, users
 from modelyard.api.state import AppState
 from modelyard.auth.oidc import OIDCVerifier
 from modelyard.config import Settings
@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.modelyard = state
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (users, tokens, projects, secrets, audit):
+    for module in (users, tokens, projects, secrets, runs, audit):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"

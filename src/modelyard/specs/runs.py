@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from modelyard.specs.common import Spec
 
 
 class RunState(StrEnum):
@@ -47,3 +51,36 @@ class AttemptState(StrEnum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # the engine stopped while it ran
+
+
+class TaskRunOut(Spec):
+    node_id: str
+    map_index: int
+    state: str
+    attempts: int
+    cache_key: str | None
+    output: dict[str, Any] | None
+    error: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunOut(Spec):
+    id: str
+    pipeline: str
+    source: str
+    params: dict[str, Any]
+    logical_date: datetime | None
+    state: str
+    trigger: str
+    runtime: str
+    created_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: dict[str, Any] | None
+    version: int
+
+
+class RunDetail(RunOut):
+    tasks: list[TaskRunOut]

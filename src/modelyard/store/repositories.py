@@ -11,10 +11,12 @@ from sqlalchemy.orm import Session
 from modelyard.store.models import (
     ApiToken,
     AuditEvent,
+    PipelineRun,
     Project,
     RoleBinding,
     Secret,
     SecretKeyLock,
+    TaskRun,
     User,
 )
 from modelyard.store.pagination import Page, paginate
@@ -173,3 +175,30 @@ class AuditRepository:
         return paginate(
             self.session, statement, AuditEvent.id, cursor=cursor, limit=limit, descending=True
         )
+
+
+class RunRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def find(self, project_id: str, run_id: str) -> PipelineRun | None:
+        return self.session.scalar(
+            select(PipelineRun).where(
+                PipelineRun.project_id == project_id, PipelineRun.id == run_id
+            )
+        )
+
+    def page(
+        self, project_id: str, *, cursor: str | None, limit: int, pipeline: str | None = None
+    ) -> Page[PipelineRun]:
+        """Newest first."""
+        statement = select(PipelineRun).where(PipelineRun.project_id == project_id)
+        if pipeline is not None:
+            statement = statement.where(PipelineRun.pipeline == pipeline)
+        return paginate(
+            self.session, statement, PipelineRun.id, cursor=cursor, limit=limit, descending=True
+        )
+
+    def tasks(self, run_id: str) -> list[TaskRun]:
+        statement = select(TaskRun).where(TaskRun.run_id == run_id)
+        return list(self.session.scalars(statement.order_by(TaskRun.id)))
