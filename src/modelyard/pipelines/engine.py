@@ -12,17 +12,14 @@ references, so the engine never holds a task's data.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import random
 import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.artifacts import ArtifactRef, ArtifactStore
 from modelyard.monitoring.metrics import PipelineMetrics
+from modelyard.pipelines.cache import TaskCache
 from modelyard.pipelines.errors import PipelineDefinitionError
-from modelyard.pipelines.fingerprint import code_fingerprint
 from modelyard.pipelines.graph import topological_order, upstream_of
-from modelyard.pipelines.loader import USER_MODULE_PREFIX, resolve_target
+from modelyard.pipelines.loader import USER_MODULE_PREFIX
+from modelyard.pipelines.retries import ATTEMPT_STATE, backoff, error_record, retryable
 from modelyard.pipelines.values import digests_in
 from modelyard.runtimes import Runtime
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
@@ -48,13 +46,11 @@ from modelyard.specs.pipelines import (
     OutputInput,
     ParamInput,
     PipelineSpec,
-    RetryPolicy,
 )
 from modelyard.specs.runs import AttemptState, RunState, TaskState
 from modelyard.store.db import transaction
 from modelyard.store.models import (
     ArtifactLink,
-    CacheEntry,
     PipelineRun,
     Pool,
     TaskAttempt,
@@ -128,7 +124,7 @@ class RunEngine:
         self.store = store
         self.settings = settings
         self.secrets = secrets or (lambda _project, _names: {})
-        self._fingerprints: dict[tuple[str, int], str] = {}
+        self.cache = TaskCache(store)
         self._pipelines: dict[str, str] = {}  # run id -> pipeline name, for metric labels
         self._queue_labels: set[str] = set()
         self._pool_usage: dict[str, int] = {}
@@ -504,7 +500,8 @@ class RunEngine:
             if task_run.map_index != PARENT and node.map_over is not None:
                 items = self._map_items(inputs[node.map_over])
                 inputs[node.map_over] = items[task_run.map_index]
-            key = self._cache_key(spec, node, inputs) if node.options.cache else None
+            import_path = tuple(_import_path(spec, node))
+            key = self.cache.key(node, inputs, import_path) if node.options.cache else None
             if key is not None and self._reuse(session, project_id, task_run, key):
                 continue
             task_run.state = TaskState.RUNNING
@@ -576,35 +573,12 @@ class RunEngine:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"attempt-{number}.log"
 
-    def _cache_key(self, spec: PipelineSpec, node: NodeSpec, inputs: dict[str, Any]) -> str:
-        """Code, inputs (by content), environment: nothing else decides a cache hit."""
-        canonical = {
-            "task": node.task,
-            "code": self._fingerprint(spec, node),
-            "inputs": inputs,
-            "env": node.options.env.model_dump(mode="json"),
-        }
-        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def _fingerprint(self, spec: PipelineSpec, node: NodeSpec) -> str:
-        module_name = node.task.partition(":")[0]
-        function = resolve_target(node.task, tuple(_import_path(spec, node)))
-        key = (node.task, id(sys.modules.get(module_name)))
-        if key not in self._fingerprints:
-            self._fingerprints[key] = code_fingerprint(function)
-        return self._fingerprints[key]
-
     def _reuse(self, session: Session, project_id: str, task_run: TaskRun, key: str) -> bool:
-        entry = session.scalar(
-            select(CacheEntry).where(
-                CacheEntry.project_id == project_id, CacheEntry.cache_key == key
-            )
-        )
-        if entry is None or not all(self.store.exists(d) for d in digests_in(entry.output)):
+        output = self.cache.lookup(session, project_id, key)
+        if output is None:
             return False
         task_run.cache_key = key
-        task_run.output = entry.output
+        task_run.output = output
         self._settle(task_run, TaskState.CACHED)
         return True
 
@@ -639,35 +613,19 @@ class RunEngine:
                 self._settle(task_run, TaskState.SUCCEEDED)
                 self._link(session, project_id, run_id, task_run.id, item, output)
                 if item.cache_key is not None:
-                    existing = session.scalar(
-                        select(CacheEntry).where(
-                            CacheEntry.project_id == project_id,
-                            CacheEntry.cache_key == item.cache_key,
-                        )
-                    )
-                    if existing is None:
-                        session.add(
-                            CacheEntry(
-                                project_id=project_id,
-                                cache_key=item.cache_key,
-                                output=output,
-                                task_run_id=task_run.id,
-                            )
-                        )
-                    else:
-                        existing.output = output
+                    self.cache.remember(session, project_id, item.cache_key, output, task_run.id)
                 return
-            error = _error(outcome)
-            attempt.state = _ATTEMPT_STATE[outcome.kind]
+            error = error_record(outcome)
+            attempt.state = ATTEMPT_STATE[outcome.kind]
             attempt.error = error
             task_run.error = error
             if outcome.kind is OutcomeKind.CANCELLED:
                 self._settle(task_run, TaskState.CANCELLED)
                 return
             policy = item.node.options.retry
-            if task_run.attempts <= policy.retries and _retryable(policy, outcome):
+            if task_run.attempts <= policy.retries and retryable(policy, outcome):
                 task_run.state = TaskState.QUEUED
-                task_run.next_attempt_at = utcnow() + _backoff(policy, task_run.attempts)
+                task_run.next_attempt_at = utcnow() + backoff(policy, task_run.attempts)
                 return
             self._settle(task_run, TaskState.FAILED)
 
@@ -740,50 +698,6 @@ def request_cancel(sessions: sessionmaker[Session], run_id: str) -> bool:
             return False
         run.cancel_requested = True
         return True
-
-
-_ATTEMPT_STATE = {
-    OutcomeKind.RAISED: AttemptState.FAILED,
-    OutcomeKind.CRASHED: AttemptState.CRASHED,
-    OutcomeKind.TIMED_OUT: AttemptState.TIMED_OUT,
-    OutcomeKind.CANCELLED: AttemptState.CANCELLED,
-}
-
-
-def _error(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "kind": outcome.kind.value,
-        # The task's own exception is the user's failure; a dead or stopped process is
-        # reported as the platform saw it.
-        "source": "user" if outcome.kind is OutcomeKind.RAISED else "process",
-        "type": outcome.error_type,
-        "message": outcome.error_message,
-        "traceback": outcome.traceback,
-        "exit_code": outcome.exit_code,
-    }
-
-
-def _retryable(policy: RetryPolicy, outcome: Outcome) -> bool:
-    if outcome.kind is OutcomeKind.RAISED:
-        if not policy.on_exceptions:
-            return True
-        raised = outcome.error_type or ""
-        short = raised.rpartition(".")[2]
-        return any(name in (raised, short) for name in policy.on_exceptions)
-    if outcome.kind is OutcomeKind.CRASHED:
-        return not policy.on_exit_codes or outcome.exit_code in policy.on_exit_codes
-    if outcome.kind is OutcomeKind.TIMED_OUT:
-        return not policy.on_exceptions or "TimeoutError" in policy.on_exceptions
-    return False
-
-
-def _backoff(policy: RetryPolicy, attempt: int) -> timedelta:
-    """Exponential backoff with full jitter (attempt counts from 1)."""
-    ceiling = min(
-        policy.max_delay.total_seconds(),
-        policy.delay.total_seconds() * policy.factor ** (attempt - 1),
-    )
-    return timedelta(seconds=random.uniform(0, ceiling))  # noqa: S311  (jitter, not secrecy)
 
 
 def _import_path(spec: PipelineSpec, node: NodeSpec) -> list[str]:

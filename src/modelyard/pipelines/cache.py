@@ -1,0 +1,77 @@
+"""Task caching: a key from what decides a result, and outputs reused across runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelyard.artifacts import ArtifactStore
+from modelyard.pipelines.fingerprint import code_fingerprint
+from modelyard.pipelines.loader import resolve_target
+from modelyard.pipelines.values import digests_in
+from modelyard.specs.pipelines import NodeSpec
+from modelyard.store.models import CacheEntry
+
+
+class TaskCache:
+    """Cache keys cover a task's code, its inputs (by content) and its environment:
+    nothing else decides a hit. An entry whose artifacts are gone is a miss."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self._fingerprints: dict[tuple[str, int], str] = {}
+
+    def key(self, node: NodeSpec, inputs: dict[str, Any], import_path: tuple[str, ...]) -> str:
+        canonical = {
+            "task": node.task,
+            "code": self._fingerprint(node, import_path),
+            "inputs": inputs,
+            "env": node.options.env.model_dump(mode="json"),
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _fingerprint(self, node: NodeSpec, import_path: tuple[str, ...]) -> str:
+        function = resolve_target(node.task, import_path)
+        # Keyed by the module object too: an edited pipeline file is a new module.
+        key = (node.task, id(sys.modules.get(node.task.partition(":")[0])))
+        if key not in self._fingerprints:
+            self._fingerprints[key] = code_fingerprint(function)
+        return self._fingerprints[key]
+
+    def lookup(self, session: Session, project_id: str, key: str) -> dict[str, Any] | None:
+        entry = session.scalar(
+            select(CacheEntry).where(
+                CacheEntry.project_id == project_id, CacheEntry.cache_key == key
+            )
+        )
+        if entry is None or not all(self.store.exists(d) for d in digests_in(entry.output)):
+            return None
+        return dict(entry.output)
+
+    def remember(
+        self,
+        session: Session,
+        project_id: str,
+        key: str,
+        output: dict[str, Any],
+        task_run_id: str,
+    ) -> None:
+        existing = session.scalar(
+            select(CacheEntry).where(
+                CacheEntry.project_id == project_id, CacheEntry.cache_key == key
+            )
+        )
+        if existing is None:
+            session.add(
+                CacheEntry(
+                    project_id=project_id, cache_key=key, output=output, task_run_id=task_run_id
+                )
+            )
+        else:
+            existing.output = output
