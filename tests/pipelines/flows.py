@@ -148,3 +148,47 @@ def bad_output_flow() -> None:
 def pooled_flow(trace_dir: str) -> None:
     for label in ("a", "b", "c"):
         pooled(trace_dir, label)
+
+
+@task
+def not_a_list() -> int:
+    return 5
+
+
+@pipeline
+def bad_map_flow(trace_dir: str) -> None:
+    square.map(not_a_list(), trace_dir=trace_dir)
+
+
+@task(pool="tiny", pool_slots=5)
+def heavy() -> None:
+    return None
+
+
+@pipeline
+def heavy_flow() -> None:
+    heavy()
+
+
+@task
+def dated() -> str:
+    return str(current_context().logical_date)
+
+
+@pipeline
+def dated_flow() -> None:
+    dated()
+
+
+@task(timeout=1.0)
+def spawns_and_hangs(pid_file: str) -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "60"])
+    Path(pid_file).write_text(str(child.pid))
+    time.sleep(60)
+
+
+@pipeline
+def spawning_flow(pid_file: str) -> None:
+    spawns_and_hangs(pid_file)

@@ -140,3 +140,18 @@ def test_jobs_run_in_parallel_up_to_the_pool_size(pool: WorkerPool) -> None:
     assert [f.result(timeout=10).value for f in futures] == ["woke"] * 4
     elapsed = time.monotonic() - started
     assert 0.9 < elapsed < 3.0  # two at a time: two rounds of 0.5 s
+
+
+def test_a_result_the_parent_cannot_unpickle_fails_the_job_not_the_pool(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    source = tmp_path / "shapes.py"
+    source.write_text("class Square:\n    pass\n\ndef make():\n    return Square()\n")
+    from modelyard.pipelines.loader import module_name_for
+
+    target = f"{module_name_for(source)}:make"
+    outcome = pool.submit(Job(target, import_path=(str(source),))).result(timeout=30)
+    assert outcome.kind is OutcomeKind.RAISED
+    assert outcome.error_message is not None
+    assert "could not be read back" in outcome.error_message
+    assert pool.run(Job(f"{T}:add", {"a": 2, "b": 2})).value == 4

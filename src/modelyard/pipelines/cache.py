@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -18,6 +20,11 @@ from modelyard.specs.pipelines import NodeSpec
 from modelyard.store.models import CacheEntry
 
 
+def _reads_context(function: Callable[..., Any]) -> bool:
+    code = getattr(function, "__code__", None)
+    return code is not None and "current_context" in code.co_names
+
+
 class TaskCache:
     """Cache keys cover a task's code, its inputs (by content) and its environment:
     nothing else decides a hit. An entry whose artifacts are gone is a miss."""
@@ -26,18 +33,29 @@ class TaskCache:
         self.store = store
         self._fingerprints: dict[tuple[str, int], str] = {}
 
-    def key(self, node: NodeSpec, inputs: dict[str, Any], import_path: tuple[str, ...]) -> str:
-        canonical = {
+    def key(
+        self,
+        node: NodeSpec,
+        inputs: dict[str, Any],
+        import_path: tuple[str, ...],
+        params: dict[str, Any],
+        logical_date: datetime | None,
+    ) -> str:
+        """The cache key of one call. A task that reads its run context
+        (``current_context()``) also depends on the run's parameters and logical date."""
+        function = resolve_target(node.task, import_path)
+        canonical: dict[str, Any] = {
             "task": node.task,
-            "code": self._fingerprint(node, import_path),
+            "code": self._fingerprint(node, function),
             "inputs": inputs,
             "env": node.options.env.model_dump(mode="json"),
         }
+        if _reads_context(function):
+            canonical["context"] = {"params": params, "logical_date": str(logical_date)}
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _fingerprint(self, node: NodeSpec, import_path: tuple[str, ...]) -> str:
-        function = resolve_target(node.task, import_path)
+    def _fingerprint(self, node: NodeSpec, function: Callable[..., Any]) -> str:
         # Keyed by the module object too: an edited pipeline file is a new module.
         key = (node.task, id(sys.modules.get(node.task.partition(":")[0])))
         if key not in self._fingerprints:

@@ -149,8 +149,18 @@ class RunEngine:
         """
         topological_order(spec)
         with transaction(self.sessions) as session:
-            pools = {pool.name for pool in session.scalars(select(Pool))}
+            pools = {pool.name: pool.slots for pool in session.scalars(select(Pool))}
             for node in spec.nodes:
+                if node.options.pool is not None and node.options.pool_slots > pools.get(
+                    node.options.pool, node.options.pool_slots
+                ):
+                    raise PipelineDefinitionError(
+                        f"task {node.id!r} of pipeline {spec.name!r} needs "
+                        f"{node.options.pool_slots} slots of pool {node.options.pool!r}, which "
+                        f"has {pools[node.options.pool]}",
+                        code="pipeline/pool_too_small",
+                        details={"task": node.id, "pool": node.options.pool},
+                    )
                 if node.options.pool is not None and node.options.pool not in pools:
                     raise PipelineDefinitionError(
                         f"task {node.id!r} of pipeline {spec.name!r} uses pool "
@@ -240,6 +250,41 @@ class RunEngine:
         order = topological_order(spec)
         upstream = {node.id: upstream_of(node) for node in spec.nodes}
         running: dict[Future[Outcome], _Running] = {}
+        try:
+            return self._loop(
+                run_id,
+                spec,
+                order,
+                upstream,
+                params,
+                project_id,
+                logical_date,
+                max_parallel,
+                running,
+                notify,
+            )
+        finally:
+            # Only after an unexpected error: stop what runs and put it back in the queue,
+            # as a restarted engine would after a crash.
+            for item in running.values():
+                item.cancel.set()
+            for future, item in running.items():
+                future.result()
+                self._interrupt(item)
+
+    def _loop(
+        self,
+        run_id: str,
+        spec: PipelineSpec,
+        order: list[NodeSpec],
+        upstream: dict[str, set[str]],
+        params: dict[str, Any],
+        project_id: str,
+        logical_date: datetime | None,
+        max_parallel: int | None,
+        running: dict[Future[Outcome], _Running],
+        notify: Callable[[str], None],
+    ) -> RunState:
         while True:
             cancelling = self._cancel_requested(run_id)
             if cancelling:
@@ -270,10 +315,25 @@ class RunEngine:
                 list(running), timeout=self.settings.poll_seconds, return_when=FIRST_COMPLETED
             )
             for future in done:
-                item = running.pop(future)
-                self._record(run_id, project_id, item, future.result())
-                if item.node.options.pool:
-                    self._pool_usage[item.node.options.pool] -= item.node.options.pool_slots
+                self._complete(run_id, project_id, running.pop(future), future.result())
+
+    def _interrupt(self, item: _Running) -> None:
+        if item.node.options.pool:
+            self._pool_usage[item.node.options.pool] -= item.node.options.pool_slots
+        with transaction(self.sessions) as session:
+            task_run = session.get(TaskRun, item.task_run_id)
+            attempt = session.get(TaskAttempt, item.attempt_id)
+            if task_run is None or attempt is None:
+                return
+            attempt.state = AttemptState.INTERRUPTED
+            attempt.finished_at = utcnow()
+            task_run.state = TaskState.QUEUED
+            task_run.attempts -= 1
+
+    def _complete(self, run_id: str, project_id: str, item: _Running, outcome: Outcome) -> None:
+        if item.node.options.pool:
+            self._pool_usage[item.node.options.pool] -= item.node.options.pool_slots
+        self._record(run_id, project_id, item, outcome)
 
     def _start(
         self, run_id: str
@@ -290,13 +350,17 @@ class RunEngine:
                 select(TaskRun).where(TaskRun.run_id == run_id, TaskRun.state == TaskState.RUNNING)
             )
             for task_run in stale:
-                task_run.state = TaskState.QUEUED
-                attempts = session.scalars(
-                    select(TaskAttempt).where(
-                        TaskAttempt.task_run_id == task_run.id,
-                        TaskAttempt.state == AttemptState.RUNNING,
+                attempts = list(
+                    session.scalars(
+                        select(TaskAttempt).where(
+                            TaskAttempt.task_run_id == task_run.id,
+                            TaskAttempt.state == AttemptState.RUNNING,
+                        )
                     )
                 )
+                if not attempts:
+                    continue  # a mapped task's parent: it finishes with its items
+                task_run.state = TaskState.QUEUED
                 for attempt in attempts:
                     attempt.state = AttemptState.INTERRUPTED
                     attempt.finished_at = utcnow()
@@ -363,14 +427,27 @@ class RunEngine:
             if not all(s.finished for s in upstream):
                 continue
             skipped = any(s is TaskState.SKIPPED for s in upstream)
-            if any(s in _FAILED_UPSTREAM for s in upstream):
-                self._settle(parent, TaskState.UPSTREAM_FAILED)
-            elif skipped or not all(self._holds(c, runs, params) for c in node.conditions):
-                self._settle(parent, TaskState.SKIPPED)
-            elif node.map_over is not None:
-                self._expand(session, node, parent, runs, params, node.map_over)
-            else:
-                parent.state = TaskState.QUEUED
+            try:
+                if any(s in _FAILED_UPSTREAM for s in upstream):
+                    self._settle(parent, TaskState.UPSTREAM_FAILED)
+                elif skipped or not all(self._holds(c, runs, params) for c in node.conditions):
+                    self._settle(parent, TaskState.SKIPPED)
+                elif node.map_over is not None:
+                    self._expand(session, node, parent, runs, params, node.map_over)
+                else:
+                    parent.state = TaskState.QUEUED
+            except Exception as exc:  # a bad condition or map input fails this task only
+                self._fail(parent, exc)
+
+    def _fail(self, task_run: TaskRun, exc: Exception) -> None:
+        """Fail a task for a reason found by the engine (not by running it)."""
+        task_run.error = {
+            "kind": "invalid",
+            "source": "engine",
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "message": getattr(exc, "message", None) or str(exc),
+        }
+        self._settle(task_run, TaskState.FAILED)
 
     def _settle(self, task_run: TaskRun, state: TaskState) -> None:
         task_run.state = state
@@ -493,16 +570,34 @@ class RunEngine:
             node = nodes[task_run.node_id]
             pool_name = node.options.pool
             if pool_name is not None:
-                used = self._pool_usage.get(pool_name, 0)
-                if used + node.options.pool_slots > slot_limits.get(pool_name, 0):
+                limit = slot_limits.get(pool_name)
+                if limit is None or node.options.pool_slots > limit:
+                    self._fail(
+                        task_run,
+                        PipelineDefinitionError(
+                            f"pool {pool_name!r} is gone or has fewer than the "
+                            f"{node.options.pool_slots} slots task {node.id!r} needs"
+                        ),
+                    )
                     continue
-            inputs = self._inputs(node, runs, params)
-            if task_run.map_index != PARENT and node.map_over is not None:
-                items = self._map_items(inputs[node.map_over])
-                inputs[node.map_over] = items[task_run.map_index]
-            import_path = tuple(_import_path(spec, node))
-            key = self.cache.key(node, inputs, import_path) if node.options.cache else None
-            if key is not None and self._reuse(session, project_id, task_run, key):
+                if self._pool_usage.get(pool_name, 0) + node.options.pool_slots > limit:
+                    continue
+            try:
+                inputs = self._inputs(node, runs, params)
+                if task_run.map_index != PARENT and node.map_over is not None:
+                    items = self._map_items(inputs[node.map_over])
+                    inputs[node.map_over] = items[task_run.map_index]
+                import_path = tuple(_import_path(spec, node))
+                key = (
+                    self.cache.key(node, inputs, import_path, params, logical_date)
+                    if node.options.cache
+                    else None
+                )
+                if key is not None and self._reuse(session, project_id, task_run, key):
+                    continue
+                env = self.secrets(project_id, node.options.secrets)
+            except Exception as exc:  # unusable inputs or secrets fail this task only
+                self._fail(task_run, exc)
                 continue
             task_run.state = TaskState.RUNNING
             task_run.attempts += 1
@@ -544,7 +639,7 @@ class RunEngine:
                 target=ENTRYPOINT,
                 kwargs={"request": request},
                 log_path=str(log_path),
-                env=self.secrets(project_id, node.options.secrets),
+                env=env,
                 memory_limit=node.options.resources.memory,
                 timeout=node.options.timeout.total_seconds() if node.options.timeout else None,
             )

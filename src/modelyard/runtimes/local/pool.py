@@ -148,7 +148,12 @@ class WorkerPool:
                         )
                         worker = None
                         continue
-                outcome, healthy = self._execute(worker, submission)
+                try:
+                    outcome, healthy = self._execute(worker, submission)
+                except Exception as exc:  # never leave a future unresolved
+                    logger.exception("the worker pool failed running a job")
+                    outcome = Outcome(kind=OutcomeKind.CRASHED, error_message=str(exc))
+                    healthy = False
                 worker.jobs_done += 1
                 if not healthy or not outcome.ok or worker.jobs_done >= self.max_jobs_per_worker:
                     self._retire(worker, kill=not healthy)
@@ -174,6 +179,8 @@ class WorkerPool:
                 ],
                 pass_fds=[child_socket.fileno()],
                 env=env,
+                # Its own process group: stopping a job stops what the job started too.
+                start_new_session=True,
             )
         finally:
             child_socket.close()
@@ -202,10 +209,22 @@ class WorkerPool:
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - time.perf_counter()))
             try:
-                if worker.connection.poll(wait):
-                    return worker.connection.recv(), True
+                ready = worker.connection.poll(wait)
             except (EOFError, OSError):
                 return self._crashed(worker, started), False
+            if ready:
+                try:
+                    return worker.connection.recv(), True
+                except (EOFError, OSError):
+                    return self._crashed(worker, started), False
+                except Exception as exc:  # the result cannot be unpickled here
+                    return Outcome(
+                        kind=OutcomeKind.RAISED,
+                        error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                        error_message=f"the task's result could not be read back: {exc}",
+                        seconds=time.perf_counter() - started,
+                        worker_pid=pid,
+                    ), False
             if not worker.alive():
                 return self._crashed(worker, started), False
             if submission.cancel.is_set():
@@ -239,11 +258,12 @@ class WorkerPool:
     def _stop(self, worker: _Worker) -> None:
         """SIGTERM, then SIGKILL after the grace period."""
         if worker.alive():
-            worker.process.send_signal(signal.SIGTERM)
+            _signal_group(worker.process.pid, signal.SIGTERM)
             worker.join(timeout=self.stop_grace)
+        _signal_group(worker.process.pid, signal.SIGKILL)  # and whatever it left behind
         if worker.alive():
             worker.process.kill()
-            worker.process.wait()
+        worker.process.wait()
 
     def _retire(self, worker: _Worker, *, kill: bool) -> None:
         if kill:
@@ -255,6 +275,11 @@ class WorkerPool:
             if worker.alive():
                 self._stop(worker)
         worker.connection.close()
+
+
+def _signal_group(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
 
 
 def _describe_exit(code: int | None) -> str:
