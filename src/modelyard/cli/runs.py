@@ -163,7 +163,7 @@ def runs_list(
 ) -> None:
     """The newest runs."""
     settings = Settings()
-    with _store(settings) as sessions, sessions() as session:
+    with store_sessions(settings) as sessions, sessions() as session:
         rows = list(
             session.scalars(select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit))
         )
@@ -207,7 +207,7 @@ def runs_list(
 def runs_show(run_id: str) -> None:
     """A run's tasks and their states."""
     settings = Settings()
-    with _store(settings) as sessions:
+    with store_sessions(settings) as sessions:
         _require_run(sessions, run_id)
         console.print(task_table(sessions, run_id))
 
@@ -224,7 +224,7 @@ def runs_logs(
     settings = Settings()
     store = from_settings(settings)
     offsets: dict[str, int] = {}
-    with _store(settings) as sessions:
+    with store_sessions(settings) as sessions:
         _require_run(sessions, run_id)
         while True:
             finished = _run_finished(sessions, run_id)
@@ -285,7 +285,7 @@ def _run_finished(sessions: sessionmaker[Session], run_id: str) -> bool:
 def runs_retry(run_id: str, workers: Annotated[int | None, typer.Option(min=1)] = None) -> None:
     """Run the failed tasks of a run again (and what follows them), reusing the rest."""
     settings = Settings()
-    with _store(settings) as sessions:
+    with store_sessions(settings) as sessions:
         _require_run(sessions, run_id)
         with local_engine(settings, sessions, workers) as engine:
             reset = engine.retry(run_id)
@@ -300,7 +300,7 @@ def runs_retry(run_id: str, workers: Annotated[int | None, typer.Option(min=1)] 
 def runs_cancel(run_id: str) -> None:
     """Ask the engine running it to stop the run."""
     settings = Settings()
-    with _store(settings) as sessions:
+    with store_sessions(settings) as sessions:
         _require_run(sessions, run_id)
         running = request_cancel(sessions, run_id)
     console.print(
@@ -309,7 +309,7 @@ def runs_cancel(run_id: str) -> None:
 
 
 @contextmanager
-def _store(settings: Settings) -> Iterator[sessionmaker[Session]]:
+def store_sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     """The embedded store, refusing clearly when it was never initialised."""
     with opened_engine(settings.resolved_database_url) as store_engine:
         if not migrate.is_current(store_engine):
