@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -67,11 +68,13 @@ with WorkerPool(1) as pool:
 """
 
 
+_EDITS = itertools.count(1)
+
+
 def _write(path: Path, second_body: str) -> None:
     path.write_text(CHAIN.replace("{second_body}", second_body))
     # A distinct modification time, however fast the edit follows the last one.
-    stamp = time.time() + (1 if not hasattr(_write, "n") else _write.n)  # type: ignore[attr-defined]
-    _write.n = getattr(_write, "n", 1) + 1  # type: ignore[attr-defined]
+    stamp = time.time() + next(_EDITS)
     os.utime(path, (stamp, stamp))
 
 

@@ -31,7 +31,7 @@ from modelyard.artifacts import ArtifactRef, ArtifactStore
 from modelyard.monitoring.metrics import PipelineMetrics
 from modelyard.pipelines.cache import TaskCache
 from modelyard.pipelines.errors import PipelineDefinitionError
-from modelyard.pipelines.graph import topological_order, upstream_of
+from modelyard.pipelines.graph import downstream_of, topological_order, upstream_of
 from modelyard.pipelines.loader import USER_MODULE_PREFIX
 from modelyard.pipelines.retries import ATTEMPT_STATE, backoff, error_record, retryable
 from modelyard.pipelines.values import digests_in
@@ -192,8 +192,6 @@ class RunEngine:
 
         Returns how many task runs were reset.
         """
-        from modelyard.pipelines.graph import downstream_of
-
         with transaction(self.sessions) as session:
             run = session.get(PipelineRun, run_id)
             if run is None:
@@ -562,6 +560,7 @@ class RunEngine:
             key=lambda tr: (tr.next_attempt_at or now, tr.id),
         )
         slot_limits = {pool.name: pool.slots for pool in session.scalars(select(Pool))}
+        mapped_items: dict[str, list[dict[str, Any]]] = {}
         for task_run in queued:
             if max_parallel is not None and len(running) >= max_parallel:
                 break
@@ -585,9 +584,11 @@ class RunEngine:
             try:
                 inputs = self._inputs(node, runs, params)
                 if task_run.map_index != PARENT and node.map_over is not None:
-                    items = self._map_items(inputs[node.map_over])
-                    inputs[node.map_over] = items[task_run.map_index]
-                import_path = tuple(_import_path(spec, node))
+                    # One read of the mapped list per step, not one per item dispatched.
+                    if node.id not in mapped_items:
+                        mapped_items[node.id] = self._map_items(inputs[node.map_over])
+                    inputs[node.map_over] = mapped_items[node.id][task_run.map_index]
+                import_path = _import_path(spec, node)
                 key = (
                     self.cache.key(node, inputs, import_path, params, logical_date)
                     if node.options.cache
@@ -626,7 +627,7 @@ class RunEngine:
             request = {
                 "task": node.task,
                 "task_name": node.task_name,
-                "import_path": _import_path(spec, node),
+                "import_path": list(import_path),
                 "inputs": inputs,
                 "artifacts_url": self.settings.artifacts_url,
                 "run_id": run_id,
@@ -795,14 +796,11 @@ def request_cancel(sessions: sessionmaker[Session], run_id: str) -> bool:
         return True
 
 
-def _import_path(spec: PipelineSpec, node: NodeSpec) -> list[str]:
-    return list(_import_path_for(node.task.partition(":")[0], spec.source))
-
-
-def _import_path_for(module_name: str, source: str = "") -> tuple[str, ...]:
+def _import_path(spec: PipelineSpec, node: NodeSpec) -> tuple[str, ...]:
     """Pipeline files are not importable by module name: point the worker at the file."""
+    module_name = node.task.partition(":")[0]
     if not module_name.startswith(USER_MODULE_PREFIX):
         return ()
     module = sys.modules.get(module_name)
-    file = getattr(module, "__file__", None) or source.rpartition(":")[0]
+    file = getattr(module, "__file__", None) or spec.source.rpartition(":")[0]
     return (file,) if file else ()
