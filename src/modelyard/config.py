@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     token_ttl_days: int = Field(default=90, ge=0, description="0 means tokens never expire.")
+    workers: int | None = Field(
+        default=None, ge=1, description="Warm worker processes (default: one per core)."
+    )
+    max_active_runs: int = Field(
+        default=4, ge=1, description="Runs the executor in 'modelyard up' drives at once."
+    )
+    scheduler_poll_seconds: float = Field(default=5.0, gt=0)
+    executor_poll_seconds: float = Field(default=1.0, gt=0)
     allow_user_project_creation: bool = True
     trust_forwarded_for: bool = False
 

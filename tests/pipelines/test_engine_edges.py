@@ -46,17 +46,17 @@ class FailingRuntime:
 
 
 def test_an_engine_that_breaks_mid_map_resumes_and_finishes(runner: Runner) -> None:
-    run_id = runner.engine.create_run(
-        runner.project_id,
-        flows.squares.spec("tests/pipelines/flows.py:squares"),
-        flows.squares.validate_params({"trace_dir": str(runner.trace_dir), "n": 3}),
-        max_parallelism=1,
-    )
     broken = RunEngine(
         runner.sessions,
         FailingRuntime(runner.engine.pool, fail_on=3),
         runner.store,
         runner.engine.settings,
+    )
+    run_id = broken.create_run(
+        runner.project_id,
+        flows.squares.spec("tests/pipelines/flows.py:squares"),
+        flows.squares.validate_params({"trace_dir": str(runner.trace_dir), "n": 3}),
+        max_parallelism=1,
     )
     with pytest.raises(RuntimeError, match="the engine broke here"):
         broken.execute(run_id)

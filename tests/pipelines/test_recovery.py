@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from modelyard.pipelines.loader import load_pipeline
+from modelyard.pipelines.runs import create_run
 from modelyard.specs.runs import RunState, TaskState
+from modelyard.store.db import transaction
 from modelyard.store.models import TaskAttempt, TaskRun
 from tests.pipelines.conftest import Runner
 
@@ -84,9 +86,12 @@ def _count(folder: Path, name: str) -> int:
 
 
 def _start(runner: Runner, path: Path, **params: object) -> str:
+    """A queued run no engine holds yet (as the API creates them)."""
     definition = load_pipeline(f"{path}:chain")
     spec = definition.spec(f"{path}:chain")
-    return runner.engine.create_run(runner.project_id, spec, definition.validate_params(params))
+    with transaction(runner.sessions) as session:
+        run = create_run(session, runner.project_id, spec, definition.validate_params(params))
+        return run.id
 
 
 def test_a_killed_engine_resumes_without_repeating_finished_tasks(

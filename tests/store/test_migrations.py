@@ -56,6 +56,7 @@ def test_upgrade_from_empty_creates_every_model_table(database: Database) -> Non
         "task_cache",
         "artifact_links",
         "pools",
+        "schedules",
     } == MODEL_TABLES
     assert _tables(engine) == MODEL_TABLES | {"alembic_version"}
     assert migrate.current_revision(engine) == migrate.head_revision(engine)

@@ -71,7 +71,9 @@ def init(
     console.print(issued.token, soft_wrap=True, highlight=False)
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+def _serve(
+    settings: Settings, host: str | None, port: int | None, *, controllers: bool = False
+) -> None:
     from modelyard.monitoring.logging import configure_logging
 
     configure_logging(settings.log_level, json_output=settings.log_json)
@@ -79,7 +81,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     # turns that into a clean exit 0, which is what a graceful stop is.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, controllers=controllers),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
@@ -89,10 +91,11 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
 
 
 def up(host: HostOption = None, port: PortOption = None) -> None:
-    """Prepare the home and schema, then run the API server and the controllers."""
+    """Prepare the home and schema, then run the API server and the controllers (the
+    scheduler and the run executor on this machine's worker pool)."""
     settings = Settings()
     prepare_home(settings)
-    _serve(settings, host, port)
+    _serve(settings, host, port, controllers=True)
 
 
 def server(host: HostOption = None, port: PortOption = None) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from sqlalchemy import select
@@ -18,13 +20,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.artifacts import ArtifactStore, from_settings
 from modelyard.cli.admin import prepare_home
+from modelyard.cli.common import ProjectOption, client
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
+from modelyard.cli.run_view import run_view
+from modelyard.cli.run_view import watch as watch_run
+from modelyard.client import ModelyardClient
 from modelyard.config import Settings
 from modelyard.errors import NotFoundError, ServiceUnavailableError
-from modelyard.pipelines.engine import request_cancel
 from modelyard.pipelines.loader import load_pipeline
-from modelyard.pipelines.local import check_secrets, local_engine
-from modelyard.specs.runs import RunState, TaskState
+from modelyard.pipelines.local import local_engine
+from modelyard.pipelines.runs import check_secrets, request_cancel
+from modelyard.specs.pipelines import PipelineSpec
+from modelyard.specs.runs import RunCreate, RunDetail, RunOut, RunState, TaskRunOut
 from modelyard.store import migrate
 from modelyard.store.db import opened_engine, session_factory, transaction
 from modelyard.store.models import PipelineRun, Project, TaskAttempt, TaskRun
@@ -32,20 +39,9 @@ from modelyard.store.models import PipelineRun, Project, TaskAttempt, TaskRun
 runs_app = typer.Typer(help="Pipeline runs on this machine.", no_args_is_help=True)
 
 DEFAULT_PROJECT = "default"
-_STYLE = {
-    TaskState.SUCCEEDED: "green",
-    TaskState.CACHED: "cyan",
-    TaskState.RUNNING: "yellow",
-    TaskState.FAILED: "red",
-    TaskState.UPSTREAM_FAILED: "red",
-    TaskState.CANCELLED: "magenta",
-    TaskState.SKIPPED: "dim",
-}
-
-ProjectOption = Annotated[str, typer.Option("--project", "-p", help="The project.")]
 
 
-def _params(pairs: list[str] | None) -> dict[str, Any]:
+def parse_params(pairs: list[str] | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
@@ -58,7 +54,7 @@ def _params(pairs: list[str] | None) -> dict[str, Any]:
     return values
 
 
-def _project_id(sessions: sessionmaker[Session], name: str, *, create: bool) -> str:
+def project_id_for(sessions: sessionmaker[Session], name: str, *, create: bool) -> str:
     with transaction(sessions) as session:
         project = session.scalar(select(Project).where(Project.name == name))
         if project is None:
@@ -70,32 +66,25 @@ def _project_id(sessions: sessionmaker[Session], name: str, *, create: bool) -> 
         return project.id
 
 
-def task_table(sessions: sessionmaker[Session], run_id: str) -> Table:
-    """The run's tasks: state, attempts, time, as a table a person reads at a glance."""
+def _local_view(sessions: sessionmaker[Session], run_id: str) -> Group:
+    run, tasks = _local_state(sessions, run_id)
+    return run_view(run, tasks)
+
+
+def _local_state(sessions: sessionmaker[Session], run_id: str) -> tuple[PipelineRun, list[TaskRun]]:
     with sessions() as session:
         run = session.get(PipelineRun, run_id)
-        rows = list(
+        if run is None:
+            raise NotFoundError(f"run {run_id!r} does not exist", code="run/not_found")
+        tasks = list(
             session.scalars(select(TaskRun).where(TaskRun.run_id == run_id).order_by(TaskRun.id))
         )
-    title = f"run {run_id} · {run.pipeline if run else '?'} · {run.state if run else '?'}"
-    table = Table(title=title)
-    for column in ("task", "state", "attempts", "seconds"):
-        table.add_column(column)
-    for row in rows:
-        name = row.node_id if row.map_index < 0 else f"  {row.node_id}[{row.map_index}]"
-        seconds = (
-            f"{(row.finished_at - row.started_at).total_seconds():.2f}"
-            if row.started_at and row.finished_at
-            else "-"
-        )
-        style = _STYLE.get(TaskState(row.state), "")
-        table.add_row(
-            name,
-            f"[{style}]{row.state}[/{style}]" if style else row.state,
-            str(row.attempts),
-            seconds,
-        )
-    return table
+    return run, tasks
+
+
+def remote_client() -> ModelyardClient | None:
+    """The server's client when ``MODELYARD_URL`` names one; None: use this machine."""
+    return client() if os.environ.get("MODELYARD_URL") else None
 
 
 def run(
@@ -107,45 +96,41 @@ def run(
     logical_date: Annotated[datetime | None, typer.Option(help="The run's logical date.")] = None,
     max_parallelism: Annotated[int | None, typer.Option(min=1)] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
-    watch: Annotated[bool, typer.Option(help="Show a live table of task states.")] = True,
+    watch: Annotated[
+        bool, typer.Option(help="Show live task states and wait for the run to finish.")
+    ] = True,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Run a pipeline here, on the embedded store, and wait for it to finish."""
-    settings = Settings()
-    prepare_home(settings)
+    """Run a pipeline: here, on the embedded store, or on the server MODELYARD_URL names
+    (queued there, driven by its run executor)."""
     definition = load_pipeline(target)
     spec = definition.spec(target)
-    params = definition.validate_params(_params(param))
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
-        project_id = _project_id(sessions, project, create=project == DEFAULT_PROJECT)
-        check_secrets(sessions, project_id, project, spec)
-        with local_engine(settings, sessions, workers) as engine:
-            run_id = engine.create_run(
-                project_id,
-                spec,
-                params,
-                logical_date=logical_date.astimezone() if logical_date else None,
-                created_by="local",
-                max_parallelism=max_parallelism,
+    params = definition.validate_params(parse_params(param))
+    when = logical_date.astimezone() if logical_date else None
+    started = time.monotonic()
+    api = remote_client()
+    if api is not None:
+        with api:
+            created = api.create_run(
+                project,
+                RunCreate(
+                    spec=spec, params=params, logical_date=when, max_parallelism=max_parallelism
+                ),
             )
-            started = time.monotonic()
-            if watch and output is OutputFormat.table:
-                with Live(
-                    task_table(sessions, run_id), console=console, refresh_per_second=8
-                ) as live:
-                    last = [0.0]
+            run_id = created.id
+            if not watch:
+                emit_message(f"run {run_id} queued", output, run_id=run_id, state=created.state)
+                return
 
-                    def refresh(_run_id: str) -> None:
-                        if time.monotonic() - last[0] > 0.12:
-                            last[0] = time.monotonic()
-                            live.update(task_table(sessions, run_id))
+            def fetch() -> tuple[RunDetail, list[TaskRunOut]]:
+                detail = api.get_run(project, run_id)
+                return detail, detail.tasks
 
-                    state = engine.execute(run_id, on_change=refresh)
-                    live.update(task_table(sessions, run_id))
-                console.print()
-            else:
-                state = engine.execute(run_id)
+            state = _follow(fetch, output)
+    else:
+        state, run_id = _run_here(
+            spec, params, project, when, max_parallelism, workers, watch, output
+        )
     emit_message(
         f"run {run_id} {state} in {time.monotonic() - started:.2f} s",
         output,
@@ -156,17 +141,78 @@ def run(
         raise typer.Exit(1)
 
 
+def _follow(
+    fetch: Callable[[], tuple[RunDetail, list[TaskRunOut]]], output: OutputFormat
+) -> RunState:
+    if output is OutputFormat.table:
+        state = watch_run(fetch)
+        console.print()
+        return state
+    while True:
+        detail, _ = fetch()
+        if RunState(detail.state).finished:
+            return RunState(detail.state)
+        time.sleep(0.25)
+
+
+def _run_here(
+    spec: PipelineSpec,
+    params: dict[str, Any],
+    project: str,
+    logical_date: datetime | None,
+    max_parallelism: int | None,
+    workers: int | None,
+    watch: bool,
+    output: OutputFormat,
+) -> tuple[RunState, str]:
+    settings = Settings()
+    prepare_home(settings)
+    with opened_engine(settings.resolved_database_url) as store_engine:
+        sessions = session_factory(store_engine)
+        project_id = project_id_for(sessions, project, create=project == DEFAULT_PROJECT)
+        with sessions() as session:
+            check_secrets(session, project_id, project, spec)
+        with local_engine(settings, sessions, workers) as engine:
+            run_id = engine.create_run(
+                project_id,
+                spec,
+                params,
+                logical_date=logical_date,
+                created_by="local",
+                max_parallelism=max_parallelism,
+            )
+            if not (watch and output is OutputFormat.table):
+                return engine.execute(run_id), run_id
+            with Live(_local_view(sessions, run_id), console=console, refresh_per_second=8) as live:
+                last = [0.0]
+
+                def refresh(_run_id: str) -> None:
+                    if time.monotonic() - last[0] > 0.12:
+                        last[0] = time.monotonic()
+                        live.update(_local_view(sessions, run_id))
+
+                state = engine.execute(run_id, on_change=refresh)
+                live.update(_local_view(sessions, run_id))
+            console.print()
+            return state, run_id
+
+
 @runs_app.command("list")
 def runs_list(
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    project: ProjectOption = DEFAULT_PROJECT,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """The newest runs."""
-    settings = Settings()
-    with store_sessions(settings) as sessions, sessions() as session:
-        rows = list(
-            session.scalars(select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit))
-        )
+    """The newest runs (of a project, on a server)."""
+    api = remote_client()
+    if api is not None:
+        with api:
+            rows: Sequence[RunOut | PipelineRun] = api.list_runs(project, limit=limit).items
+    else:
+        with store_sessions(Settings()) as sessions, sessions() as session:
+            rows = list(
+                session.scalars(select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit))
+            )
     if output is OutputFormat.json:
         typer.echo(
             json.dumps(
@@ -175,6 +221,8 @@ def runs_list(
                         "id": r.id,
                         "pipeline": r.pipeline,
                         "state": r.state,
+                        "trigger": r.trigger,
+                        "logical_date": r.logical_date.isoformat() if r.logical_date else None,
                         "created_at": r.created_at.isoformat(),
                     }
                     for r in rows
@@ -184,7 +232,7 @@ def runs_list(
         )
         return
     table = Table(title="runs")
-    for column in ("id", "pipeline", "state", "trigger", "created", "seconds"):
+    for column in ("id", "pipeline", "state", "trigger", "logical date", "created", "seconds"):
         table.add_column(column)
     for r in rows:
         seconds = (
@@ -197,6 +245,7 @@ def runs_list(
             r.pipeline,
             r.state,
             r.trigger,
+            r.logical_date.strftime("%Y-%m-%d %H:%M") if r.logical_date else "-",
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             seconds,
         )
@@ -204,12 +253,16 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run_id: str) -> None:
+def runs_show(run_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
     """A run's tasks and their states."""
-    settings = Settings()
-    with store_sessions(settings) as sessions:
-        _require_run(sessions, run_id)
-        console.print(task_table(sessions, run_id))
+    api = remote_client()
+    if api is not None:
+        with api:
+            detail = api.get_run(project, run_id)
+        console.print(run_view(detail, detail.tasks))
+        return
+    with store_sessions(Settings()) as sessions:
+        console.print(_local_view(sessions, run_id))
 
 
 @runs_app.command("logs")
@@ -282,27 +335,46 @@ def _run_finished(sessions: sessionmaker[Session], run_id: str) -> bool:
 
 
 @runs_app.command("retry")
-def runs_retry(run_id: str, workers: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+def runs_retry(
+    run_id: str,
+    project: ProjectOption = DEFAULT_PROJECT,
+    workers: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
     """Run the failed tasks of a run again (and what follows them), reusing the rest."""
-    settings = Settings()
-    with store_sessions(settings) as sessions:
-        _require_run(sessions, run_id)
-        with local_engine(settings, sessions, workers) as engine:
-            reset = engine.retry(run_id)
-            state = engine.execute(run_id)
-        console.print(task_table(sessions, run_id))
+    api = remote_client()
+    if api is not None:
+        with api:
+            retried = api.retry_run(project, run_id)
+
+            def fetch() -> tuple[RunDetail, list[TaskRunOut]]:
+                detail = api.get_run(project, run_id)
+                return detail, detail.tasks
+
+            reset, state = retried.reset_tasks, _follow(fetch, OutputFormat.table)
+    else:
+        settings = Settings()
+        with store_sessions(settings) as sessions:
+            _require_run(sessions, run_id)
+            with local_engine(settings, sessions, workers) as engine:
+                reset = engine.retry(run_id)
+                state = engine.execute(run_id)
+            console.print(_local_view(sessions, run_id))
     console.print(f"run {run_id}: {reset} task(s) ran again; {state}")
     if state is not RunState.SUCCEEDED:
         raise typer.Exit(1)
 
 
 @runs_app.command("cancel")
-def runs_cancel(run_id: str) -> None:
-    """Ask the engine running it to stop the run."""
-    settings = Settings()
-    with store_sessions(settings) as sessions:
-        _require_run(sessions, run_id)
-        running = request_cancel(sessions, run_id)
+def runs_cancel(run_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
+    """Stop a run: its running tasks get SIGTERM, then SIGKILL after a grace period."""
+    api = remote_client()
+    if api is not None:
+        with api:
+            running = not RunState(api.cancel_run(project, run_id).state).finished
+    else:
+        with store_sessions(Settings()) as sessions:
+            _require_run(sessions, run_id)
+            running = request_cancel(sessions, run_id)
     console.print(
         f"cancellation requested for run {run_id}" if running else f"run {run_id} is not running"
     )

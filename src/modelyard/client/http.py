@@ -32,6 +32,8 @@ from modelyard.specs.projects import (
     SecretOut,
     SecretPut,
 )
+from modelyard.specs.runs import RetryOut, RunCreate, RunDetail, RunOut
+from modelyard.specs.schedules import ScheduleApply, ScheduleOut, ScheduleUpdate
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -222,3 +224,70 @@ class ModelyardClient:
             cursor=cursor,
             limit=limit,
         )
+
+    # -- runs ------------------------------------------------------------------------
+
+    def create_run(self, project: str, spec: RunCreate) -> RunOut:
+        return self._send(RunOut, "POST", f"/api/v1/projects/{_seg(project)}/runs", spec)
+
+    def list_runs(
+        self,
+        project: str,
+        *,
+        pipeline: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PageOut[RunOut]:
+        path = f"/api/v1/projects/{_seg(project)}/runs"
+        return self._page(RunOut, path, pipeline=pipeline, cursor=cursor, limit=limit)
+
+    def get_run(self, project: str, run_id: str) -> RunDetail:
+        return self._get(RunDetail, f"/api/v1/projects/{_seg(project)}/runs/{_seg(run_id)}")
+
+    def retry_run(self, project: str, run_id: str) -> RetryOut:
+        path = f"/api/v1/projects/{_seg(project)}/runs/{_seg(run_id)}/retry"
+        return RetryOut.model_validate(self.request("POST", path).json())
+
+    def cancel_run(self, project: str, run_id: str) -> RunOut:
+        path = f"/api/v1/projects/{_seg(project)}/runs/{_seg(run_id)}/cancel"
+        return RunOut.model_validate(self.request("POST", path).json())
+
+    # -- schedules -------------------------------------------------------------------
+
+    def apply_schedule(
+        self, project: str, spec: ScheduleApply, *, version: int | None = None
+    ) -> ScheduleOut:
+        path = f"/api/v1/projects/{_seg(project)}/schedules"
+        return self._send(ScheduleOut, "PUT", path, spec, version=version)
+
+    def list_schedules(self, project: str) -> list[ScheduleOut]:
+        body = self.request("GET", f"/api/v1/projects/{_seg(project)}/schedules").json()
+        return [ScheduleOut.model_validate(item) for item in body]
+
+    def get_schedule(self, project: str, pipeline: str) -> ScheduleOut:
+        path = f"/api/v1/projects/{_seg(project)}/schedules/{_seg(pipeline)}"
+        return self._get(ScheduleOut, path)
+
+    def update_schedule(
+        self, project: str, pipeline: str, spec: ScheduleUpdate, *, version: int | None = None
+    ) -> ScheduleOut:
+        path = f"/api/v1/projects/{_seg(project)}/schedules/{_seg(pipeline)}"
+        return self._send(ScheduleOut, "PATCH", path, spec, version=version)
+
+    def set_schedule_paused(self, project: str, pipeline: str, paused: bool) -> ScheduleOut:
+        action = "pause" if paused else "unpause"
+        path = f"/api/v1/projects/{_seg(project)}/schedules/{_seg(pipeline)}/{action}"
+        return ScheduleOut.model_validate(self.request("POST", path).json())
+
+    def trigger_schedule(
+        self, project: str, pipeline: str, *, logical_date: datetime | None = None
+    ) -> RunOut:
+        path = f"/api/v1/projects/{_seg(project)}/schedules/{_seg(pipeline)}/trigger"
+        when = logical_date.astimezone().isoformat() if logical_date else None
+        return RunOut.model_validate(
+            self.request("POST", path, params={"logical_date": when}).json()
+        )
+
+    def delete_schedule(self, project: str, pipeline: str, *, version: int | None = None) -> None:
+        path = f"/api/v1/projects/{_seg(project)}/schedules/{_seg(pipeline)}"
+        self.request("DELETE", path, version=version)

@@ -19,21 +19,36 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.artifacts import ArtifactRef, ArtifactStore
 from modelyard.monitoring.metrics import PipelineMetrics
 from modelyard.pipelines.cache import TaskCache
 from modelyard.pipelines.errors import PipelineDefinitionError
-from modelyard.pipelines.graph import downstream_of, topological_order, upstream_of
+from modelyard.pipelines.graph import topological_order, upstream_of
 from modelyard.pipelines.loader import USER_MODULE_PREFIX
 from modelyard.pipelines.retries import ATTEMPT_STATE, backoff, error_record, retryable
+from modelyard.pipelines.runs import (
+    DEFAULT_LEASE,
+    PARENT,
+    NewRun,
+    RunLeasedError,
+    RunNotFoundError,
+    claim,
+    create_run,
+    new_owner,
+    release,
+    renew,
+    request_cancel,
+    reset_for_retry,
+    task_run_for,
+)
 from modelyard.pipelines.values import digests_in
 from modelyard.runtimes import Runtime
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
@@ -60,7 +75,6 @@ from modelyard.store.models import (
 logger = logging.getLogger(__name__)
 
 ENTRYPOINT = "modelyard.pipelines.execute:run_attempt"
-PARENT = -1
 _FAILED_UPSTREAM = {TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}
 
 
@@ -87,11 +101,17 @@ class EngineSettings:
         artifacts_url: Where task outputs are stored.
         logs_dir: Where per-attempt logs are written.
         poll_seconds: How often the engine looks for cancellation and due retries.
+        lease: How long a run stays ours without renewal (renewed every third of it).
     """
 
     artifacts_url: str
     logs_dir: Path
     poll_seconds: float = 0.05
+    lease: timedelta = DEFAULT_LEASE
+
+
+class _Stopped(Exception):
+    """The engine was asked to stop, or lost the run to another engine."""
 
 
 class RunEngine:
@@ -125,9 +145,10 @@ class RunEngine:
         self.settings = settings
         self.secrets = secrets or (lambda _project, _names: {})
         self.cache = TaskCache(store)
+        self.owner = new_owner()
         self._pipelines: dict[str, str] = {}  # run id -> pipeline name, for metric labels
         self._queue_labels: set[str] = set()
-        self._pool_usage: dict[str, int] = {}
+        self._queue_reported = 0.0
 
     # -- creating, retrying, cancelling ---------------------------------------------
 
@@ -142,112 +163,74 @@ class RunEngine:
         created_by: str | None = None,
         max_parallelism: int | None = None,
     ) -> str:
-        """Persist a queued run and a pending task run per node; returns the run id.
+        """Persist a queued run, held by this engine so no other picks it up first;
+        returns the run id.
 
         Raises:
-            PipelineDefinitionError: a node names a pool that does not exist.
+            PipelineDefinitionError: a cycle, or a node names a pool that does not exist.
         """
-        topological_order(spec)
+        new = NewRun(
+            logical_date=logical_date,
+            trigger=trigger,
+            created_by=created_by,
+            max_parallelism=max_parallelism,
+            owner=self.owner,
+            lease=self.settings.lease,
+        )
         with transaction(self.sessions) as session:
-            pools = {pool.name: pool.slots for pool in session.scalars(select(Pool))}
-            for node in spec.nodes:
-                if node.options.pool is not None and node.options.pool_slots > pools.get(
-                    node.options.pool, node.options.pool_slots
-                ):
-                    raise PipelineDefinitionError(
-                        f"task {node.id!r} of pipeline {spec.name!r} needs "
-                        f"{node.options.pool_slots} slots of pool {node.options.pool!r}, which "
-                        f"has {pools[node.options.pool]}",
-                        code="pipeline/pool_too_small",
-                        details={"task": node.id, "pool": node.options.pool},
-                    )
-                if node.options.pool is not None and node.options.pool not in pools:
-                    raise PipelineDefinitionError(
-                        f"task {node.id!r} of pipeline {spec.name!r} uses pool "
-                        f"{node.options.pool!r}, which does not exist; create it first",
-                        code="pipeline/unknown_pool",
-                        details={"task": node.id, "pool": node.options.pool},
-                    )
-            run = PipelineRun(
-                project_id=project_id,
-                pipeline=spec.name,
-                source=spec.source,
-                spec=spec.model_dump(mode="json"),
-                params=params,
-                logical_date=logical_date,
-                state=RunState.QUEUED,
-                trigger=trigger,
-                created_by=created_by,
-                max_parallelism=max_parallelism,
-            )
-            session.add(run)
-            session.flush()
-            for node in spec.nodes:
-                session.add(TaskRun(run_id=run.id, node_id=node.id, state=TaskState.PENDING))
-            return run.id
+            return create_run(session, project_id, spec, params, new).id
 
     def retry(self, run_id: str) -> int:
-        """Queue a finished run again: failed, cancelled and skipped-by-failure tasks and
-        everything downstream of them run again; finished upstream outputs are reused.
-
-        Returns how many task runs were reset.
-        """
+        """Queue a finished run again, reusing finished upstream outputs; returns how many
+        task runs were reset (see :func:`modelyard.pipelines.runs.reset_for_retry`)."""
         with transaction(self.sessions) as session:
-            run = session.get(PipelineRun, run_id)
-            if run is None:
-                raise PipelineDefinitionError(f"run {run_id!r} does not exist")
-            spec = PipelineSpec.model_validate(run.spec)
-            task_runs = list(session.scalars(select(TaskRun).where(TaskRun.run_id == run_id)))
-            broken = {
-                tr.node_id
-                for tr in task_runs
-                if tr.state in {TaskState.FAILED, TaskState.CANCELLED, TaskState.UPSTREAM_FAILED}
-            }
-            reset = downstream_of(spec, broken)
-            count = 0
-            for task_run in task_runs:
-                if task_run.node_id not in reset:
-                    continue
-                if task_run.map_index != PARENT:
-                    session.delete(task_run)
-                    continue
-                task_run.state = TaskState.PENDING
-                task_run.attempts = 0
-                task_run.error = None
-                task_run.output = None
-                task_run.next_attempt_at = None
-                task_run.started_at = None
-                task_run.finished_at = None
-                count += 1
-            run.state = RunState.QUEUED
-            run.finished_at = None
-            run.error = None
-            run.cancel_requested = False
-            return count
+            return reset_for_retry(session, run_id)
 
     def request_cancel(self, run_id: str) -> None:
         request_cancel(self.sessions, run_id)
 
     # -- executing ----------------------------------------------------------------------
 
-    def execute(self, run_id: str, *, on_change: Callable[[str], None] | None = None) -> RunState:
+    def execute(
+        self,
+        run_id: str,
+        *,
+        on_change: Callable[[str], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> RunState:
         """Drive the run until it finishes; safe to call again after a crash.
 
+        The engine holds the run's lease while it drives it. When ``stop`` is set, what
+        runs is stopped and queued again, the lease is let go and the run's current
+        state is returned: another engine (or this one, later) continues it.
         One OpenTelemetry span covers the run; each attempt is a child span.
-        """
-        with self.tracer.start_as_current_span(
-            "pipeline run", attributes={"modelyard.run_id": run_id}
-        ) as span:
-            state = self._drive(run_id, on_change)
-            span.set_attribute("modelyard.run_state", state.value)
-            return state
 
-    def _drive(self, run_id: str, on_change: Callable[[str], None] | None) -> RunState:
+        Raises:
+            RunLeasedError: another live engine drives the run.
+        """
+        if not claim(self.sessions, run_id, self.owner, self.settings.lease):
+            raise RunLeasedError(
+                f"run {run_id!r} is being driven by another engine", details={"run": run_id}
+            )
+        try:
+            with self.tracer.start_as_current_span(
+                "pipeline run", attributes={"modelyard.run_id": run_id}
+            ) as span:
+                state = self._drive(run_id, on_change, stop or threading.Event())
+                span.set_attribute("modelyard.run_state", state.value)
+                return state
+        finally:
+            release(self.sessions, run_id, self.owner)
+
+    def _drive(
+        self, run_id: str, on_change: Callable[[str], None] | None, stop: threading.Event
+    ) -> RunState:
         notify = on_change or (lambda _run_id: None)
         spec, params, project_id, logical_date, max_parallel = self._start(run_id)
         order = topological_order(spec)
         upstream = {node.id: upstream_of(node) for node in spec.nodes}
         running: dict[Future[Outcome], _Running] = {}
+        lost = False
         try:
             return self._loop(
                 run_id,
@@ -260,15 +243,21 @@ class RunEngine:
                 max_parallel,
                 running,
                 notify,
+                stop,
             )
+        except _Stopped as stopped:
+            lost = stopped.args == ("lost",)
+            return self._state(run_id)
         finally:
-            # Only after an unexpected error: stop what runs and put it back in the queue,
-            # as a restarted engine would after a crash.
+            # After a stop or an unexpected error: stop what runs and put it back in the
+            # queue, as a restarted engine would after a crash. A run another engine took
+            # over is theirs to record.
             for item in running.values():
                 item.cancel.set()
             for future, item in running.items():
                 future.result()
-                self._interrupt(item)
+                if not lost:
+                    self._interrupt(item)
 
     def _loop(
         self,
@@ -282,8 +271,18 @@ class RunEngine:
         max_parallel: int | None,
         running: dict[Future[Outcome], _Running],
         notify: Callable[[str], None],
+        stop: threading.Event,
     ) -> RunState:
+        renew_every = self.settings.lease.total_seconds() / 3
+        renewed = time.monotonic()
         while True:
+            if stop.is_set():
+                raise _Stopped("stopped")
+            if time.monotonic() - renewed > renew_every:
+                if not renew(self.sessions, run_id, self.owner, self.settings.lease):
+                    logger.warning("run %s was taken over by another engine", run_id)
+                    raise _Stopped("lost")
+                renewed = time.monotonic()
             cancelling = self._cancel_requested(run_id)
             if cancelling:
                 for item in running.values():
@@ -313,11 +312,9 @@ class RunEngine:
                 list(running), timeout=self.settings.poll_seconds, return_when=FIRST_COMPLETED
             )
             for future in done:
-                self._complete(run_id, project_id, running.pop(future), future.result())
+                self._record(run_id, project_id, running.pop(future), future.result())
 
     def _interrupt(self, item: _Running) -> None:
-        if item.node.options.pool:
-            self._pool_usage[item.node.options.pool] -= item.node.options.pool_slots
         with transaction(self.sessions) as session:
             task_run = session.get(TaskRun, item.task_run_id)
             attempt = session.get(TaskAttempt, item.attempt_id)
@@ -328,10 +325,12 @@ class RunEngine:
             task_run.state = TaskState.QUEUED
             task_run.attempts -= 1
 
-    def _complete(self, run_id: str, project_id: str, item: _Running, outcome: Outcome) -> None:
-        if item.node.options.pool:
-            self._pool_usage[item.node.options.pool] -= item.node.options.pool_slots
-        self._record(run_id, project_id, item, outcome)
+    def _state(self, run_id: str) -> RunState:
+        with self.sessions() as session:
+            state = session.scalar(select(PipelineRun.state).where(PipelineRun.id == run_id))
+        if state is None:
+            raise RunNotFoundError(f"run {run_id!r} does not exist")
+        return RunState(state)
 
     def _start(
         self, run_id: str
@@ -339,7 +338,7 @@ class RunEngine:
         with transaction(self.sessions) as session:
             run = session.get(PipelineRun, run_id)
             if run is None:
-                raise PipelineDefinitionError(f"run {run_id!r} does not exist")
+                raise RunNotFoundError(f"run {run_id!r} does not exist")
             if run.state == RunState.QUEUED:
                 run.state = RunState.RUNNING
                 run.started_at = run.started_at or utcnow()
@@ -507,9 +506,7 @@ class RunEngine:
         parent.started_at = utcnow()
         for index in range(len(items)):
             if (node.id, index) not in runs:
-                child = TaskRun(
-                    run_id=parent.run_id, node_id=node.id, map_index=index, state=TaskState.QUEUED
-                )
+                child = task_run_for(parent.run_id, node, index, TaskState.QUEUED)
                 session.add(child)
                 runs[(node.id, index)] = child
 
@@ -559,7 +556,10 @@ class RunEngine:
             (tr for tr in runs.values() if tr.state == TaskState.QUEUED),
             key=lambda tr: (tr.next_attempt_at or now, tr.id),
         )
-        slot_limits = {pool.name: pool.slots for pool in session.scalars(select(Pool))}
+        due = [tr for tr in queued if tr.next_attempt_at is None or tr.next_attempt_at <= now]
+        slot_limits, pool_usage = self._pool_usage(
+            session, {nodes[tr.node_id].options.pool for tr in due}
+        )
         mapped_items: dict[str, list[dict[str, Any]]] = {}
         for task_run in queued:
             if max_parallel is not None and len(running) >= max_parallel:
@@ -579,7 +579,7 @@ class RunEngine:
                         ),
                     )
                     continue
-                if self._pool_usage.get(pool_name, 0) + node.options.pool_slots > limit:
+                if pool_usage.get(pool_name, 0) + node.options.pool_slots > limit:
                     continue
             try:
                 inputs = self._inputs(node, runs, params)
@@ -645,20 +645,48 @@ class RunEngine:
                 timeout=node.options.timeout.total_seconds() if node.options.timeout else None,
             )
             if pool_name is not None:
-                self._pool_usage[pool_name] = (
-                    self._pool_usage.get(pool_name, 0) + node.options.pool_slots
-                )
+                pool_usage[pool_name] = pool_usage.get(pool_name, 0) + node.options.pool_slots
             running[self.pool.submit(job, cancel=item.cancel)] = item
-        self._report_queue(runs, nodes)
+        self._report_queue(session)
 
-    def _report_queue(
-        self, runs: dict[tuple[str, int], TaskRun], nodes: dict[str, NodeSpec]
-    ) -> None:
-        waiting: dict[str, int] = {}
-        for task_run in runs.values():
-            if task_run.state == TaskState.QUEUED:
-                pool = nodes[task_run.node_id].options.pool or "default"
-                waiting[pool] = waiting.get(pool, 0) + 1
+    def _pool_usage(
+        self, session: Session, wanted: set[str | None]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Slot limits and slots in use of the pools queued tasks want, across every run
+        and engine sharing the store.
+
+        Each pool's row is locked first (in name order, so engines never deadlock), so two
+        engines never both fill the last slot: the second counts the first's task.
+        """
+        names = sorted(name for name in wanted if name is not None)
+        if not names:
+            return {}, {}
+        for name in names:
+            session.execute(update(Pool).where(Pool.name == name).values(slots=Pool.slots))
+        limits = {
+            pool.name: pool.slots
+            for pool in session.scalars(select(Pool).where(Pool.name.in_(names)))
+        }
+        usage = session.execute(
+            select(TaskRun.pool, func.sum(TaskRun.pool_slots))
+            .where(TaskRun.state == TaskState.RUNNING, TaskRun.pool.in_(names))
+            .group_by(TaskRun.pool)
+        ).all()
+        return limits, {str(pool): int(slots or 0) for pool, slots in usage}
+
+    def _report_queue(self, session: Session) -> None:
+        """Queued task runs per pool across the store, at most once a second."""
+        if time.monotonic() - self._queue_reported < 1.0:
+            return
+        self._queue_reported = time.monotonic()
+        waiting = {
+            str(pool or "default"): int(count)
+            for pool, count in session.execute(
+                select(TaskRun.pool, func.count())
+                .where(TaskRun.state == TaskState.QUEUED)
+                .group_by(TaskRun.pool)
+            ).all()
+        }
         for pool in self._queue_labels | waiting.keys():
             self.metrics.queue_depth.labels(pool).set(waiting.get(pool, 0))
         self._queue_labels |= waiting.keys()
@@ -768,7 +796,7 @@ class RunEngine:
         with transaction(self.sessions) as session:
             run = session.get(PipelineRun, run_id)
             if run is None:
-                raise PipelineDefinitionError(f"run {run_id!r} does not exist")
+                raise RunNotFoundError(f"run {run_id!r} does not exist")
             task_runs = list(session.scalars(select(TaskRun).where(TaskRun.run_id == run_id)))
             if cancelled:
                 for task_run in task_runs:
@@ -784,16 +812,6 @@ class RunEngine:
             run.state = state
             run.finished_at = utcnow()
             return state
-
-
-def request_cancel(sessions: sessionmaker[Session], run_id: str) -> bool:
-    """Ask whichever engine drives the run to stop it; returns whether it was running."""
-    with transaction(sessions) as session:
-        run = session.get(PipelineRun, run_id)
-        if run is None or RunState(run.state).finished:
-            return False
-        run.cancel_requested = True
-        return True
 
 
 def _import_path(spec: PipelineSpec, node: NodeSpec) -> tuple[str, ...]:

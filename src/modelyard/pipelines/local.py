@@ -13,9 +13,7 @@ from modelyard.artifacts import from_settings
 from modelyard.auth.secret_box import load_box
 from modelyard.config import Settings
 from modelyard.pipelines.engine import EngineSettings, RunEngine
-from modelyard.pipelines.errors import PipelineDefinitionError
 from modelyard.runtimes.local.pool import WorkerPool
-from modelyard.specs.pipelines import PipelineSpec
 from modelyard.store.models import Secret
 
 SecretLookup = Callable[[str, tuple[str, ...]], dict[str, str]]
@@ -35,31 +33,6 @@ def secret_lookup(settings: Settings, sessions: sessionmaker[Session]) -> Secret
             return {row.name: box.decrypt(row.ciphertext) for row in rows}
 
     return lookup
-
-
-def check_secrets(
-    sessions: sessionmaker[Session], project_id: str, project: str, spec: PipelineSpec
-) -> None:
-    """Refuse a run whose tasks need secrets the project does not have, before it starts."""
-    wanted = {name: node.id for node in spec.nodes for name in node.options.secrets}
-    if not wanted:
-        return
-    with sessions() as session:
-        present = set(
-            session.scalars(
-                select(Secret.name).where(
-                    Secret.project_id == project_id, Secret.name.in_(list(wanted))
-                )
-            )
-        )
-    missing = sorted(set(wanted) - present)
-    if missing:
-        raise PipelineDefinitionError(
-            f"pipeline {spec.name!r}: task {wanted[missing[0]]!r} needs secret(s) {missing}, "
-            f"which project {project!r} does not have; set them with 'modelyard secrets set'",
-            code="pipeline/missing_secret",
-            details={"pipeline": spec.name, "secrets": missing, "project": project},
-        )
 
 
 @contextmanager

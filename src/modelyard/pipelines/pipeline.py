@@ -13,16 +13,25 @@ from modelyard.pipelines.builder import GraphBuilder, ParamRef
 from modelyard.pipelines.errors import PipelineDefinitionError
 from modelyard.pipelines.graph import validate
 from modelyard.specs.pipelines import PipelineSpec
+from modelyard.specs.schedules import ScheduleSpec
 
 
 class PipelineDefinition:
     """A pipeline: its parameters (a pydantic model built from the function's signature)
     and its graph (built by running the body once with placeholders)."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str, description: str) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        description: str,
+        schedule: ScheduleSpec | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.description = description
+        self.schedule = schedule
         self.params_model = _params_model(fn, name)
 
     def spec(self, source: str = "") -> PipelineSpec:
@@ -119,21 +128,44 @@ def _params_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
     return model
 
 
-def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+def pipeline(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    schedule: str | ScheduleSpec | None = None,
+) -> Any:
     """Declare a pipeline. Its parameters are typed and validated for every run.
+
+    ``schedule`` is a cron expression or preset, or a :class:`ScheduleSpec` for the time
+    zone, start date, catchup and ``max_active_runs``; ``modelyard schedules apply``
+    registers it (paused, until unpaused).
 
     Example::
 
-        @pipeline
-        def taxi(rows: int = 1_000_000, day: date = date(2024, 1, 1)) -> None:
-            raw = ingest(rows, day)
+        @pipeline(schedule=ScheduleSpec(cron="@daily", catchup=False))
+        def taxi(rows: int = 1_000_000) -> None:
+            raw = ingest(rows)
             clean = validate(raw)
             features(clean)
+
+    Raises:
+        PipelineDefinitionError: the schedule is not a valid cron expression or preset.
     """
+    try:
+        when = ScheduleSpec(cron=schedule) if isinstance(schedule, str) else schedule
+    except ValidationError as exc:
+        raise PipelineDefinitionError(
+            f"pipeline {name or getattr(fn, '__name__', '?')!r}: invalid schedule: "
+            + "; ".join(err["msg"] for err in exc.errors(include_input=False)),
+            code="pipeline/invalid_schedule",
+        ) from exc
 
     def decorate(function: Callable[..., Any]) -> PipelineDefinition:
         description = inspect.getdoc(function) or ""
-        return PipelineDefinition(function, name=name or function.__name__, description=description)
+        return PipelineDefinition(
+            function, name=name or function.__name__, description=description, schedule=when
+        )
 
     if fn is not None:
         return decorate(fn)

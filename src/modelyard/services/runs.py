@@ -1,4 +1,5 @@
-"""Pipeline runs of a project: read them, cancel them (engines do the running)."""
+"""Pipeline runs of a project: queue, read, retry and cancel them (the run executor
+inside ``modelyard up`` does the running)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ from collections.abc import Sequence
 
 from modelyard.auth.roles import Permission
 from modelyard.errors import NotFoundError
+from modelyard.pipelines.runs import (
+    NewRun,
+    cancel_run,
+    check_params,
+    check_secrets,
+    create_run,
+    reset_for_retry,
+)
 from modelyard.services.context import ServiceContext
-from modelyard.specs.runs import RunState
+from modelyard.specs.runs import RunCreate
 from modelyard.store.models import PipelineRun, Project, TaskRun
 from modelyard.store.pagination import Page
 from modelyard.store.repositories import RunRepository
@@ -24,6 +33,37 @@ class RunService:
         record = self.ctx.project(project, Permission.READ)
         return self.runs.page(record.id, cursor=cursor, limit=limit, pipeline=pipeline)
 
+    def create(self, project: str, spec: RunCreate) -> PipelineRun:
+        """Queue a run (editor or above); refused before anything runs when a parameter,
+        a secret or a pool is wrong."""
+        record = self.ctx.project(project, Permission.RUN)
+        params = check_params(spec.spec, spec.params)
+        check_secrets(self.ctx.session, record.id, record.name, spec.spec)
+        run = create_run(
+            self.ctx.session,
+            record.id,
+            spec.spec,
+            params,
+            NewRun(
+                logical_date=spec.logical_date,
+                created_by=self.ctx.principal.name,
+                max_parallelism=spec.max_parallelism,
+            ),
+        )
+        self.ctx.audit(
+            "run.create", "run", run.id, project=record, details={"pipeline": spec.spec.name}
+        )
+        return run
+
+    def retry(self, project: str, run_id: str) -> tuple[PipelineRun, int]:
+        """Queue a finished run's failed tasks and what follows them again (editor)."""
+        record = self.ctx.project(project, Permission.RUN)
+        run = self._load(record, run_id)
+        reset = reset_for_retry(self.ctx.session, run.id)
+        self.ctx.flush(f"run {run_id!r}")
+        self.ctx.audit("run.retry", "run", run_id, project=record, details={"reset": reset})
+        return run, reset
+
     def get(self, project: str, run_id: str) -> tuple[PipelineRun, Sequence[TaskRun]]:
         record = self.ctx.project(project, Permission.READ)
         run = self._load(record, run_id)
@@ -33,8 +73,7 @@ class RunService:
         """Ask the engine driving the run to stop it (editor or above)."""
         record = self.ctx.project(project, Permission.RUN)
         run = self._load(record, run_id)
-        if not RunState(run.state).finished and not run.cancel_requested:
-            run.cancel_requested = True
+        if not run.cancel_requested and cancel_run(self.ctx.session, run):
             self.ctx.flush(f"run {run_id!r}")
             self.ctx.audit("run.cancel", "run", run_id, project=record)
         return run

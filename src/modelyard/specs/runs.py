@@ -6,7 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from modelyard.specs.common import Spec
+from modelyard.specs.pipelines import PipelineSpec
 
 
 class RunState(StrEnum):
@@ -65,6 +68,23 @@ class TaskRunOut(Spec):
     finished_at: datetime | None
 
 
+class RunCreate(Spec):
+    """A run to queue: the pipeline's spec (built by the client from its code) and
+    parameters; the run executor inside ``modelyard up`` drives it."""
+
+    spec: PipelineSpec
+    params: dict[str, Any] = Field(default_factory=dict)
+    logical_date: datetime | None = None
+    max_parallelism: int | None = Field(default=None, ge=1)
+
+    @field_validator("logical_date")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("logical_date needs a time zone (e.g. 2025-01-01T00:00:00Z)")
+        return value
+
+
 class RunOut(Spec):
     id: str
     pipeline: str
@@ -79,7 +99,13 @@ class RunOut(Spec):
     started_at: datetime | None
     finished_at: datetime | None
     error: dict[str, Any] | None
+    schedule_id: str | None = None
     version: int
+
+
+class RetryOut(Spec):
+    run: RunOut
+    reset_tasks: int
 
 
 class RunDetail(RunOut):

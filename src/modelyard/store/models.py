@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -180,11 +181,48 @@ class SecretKeyLock(Base):
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
+class Schedule(Versioned, Base):
+    """A pipeline run on a cron schedule: one run per interval, from ``start_date``.
+
+    ``last_logical_date`` is the newest interval a run was created for; the scheduler
+    moves it forward in the same transaction as it creates the run, and runs carry a
+    unique ``interval_key``, so an interval never gets two runs, whatever restarts.
+    """
+
+    __tablename__ = "schedules"
+    __mapper_args__ = {"version_id_col": Versioned.version}
+    __table_args__ = (UniqueConstraint("project_id", "pipeline"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    pipeline: Mapped[str] = mapped_column(String(128), nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    params: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False, default=dict)
+    cron: Mapped[str] = mapped_column(String(128), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False, default="UTC")
+    start_date: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    end_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    catchup: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    max_active_runs: Mapped[int] = mapped_column(Integer, nullable=False, default=16)
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    last_logical_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
 class PipelineRun(Versioned, Base):
-    """One run of a pipeline: its spec and parameters are frozen at creation."""
+    """One run of a pipeline: its spec and parameters are frozen at creation.
+
+    ``owner`` is the engine driving the run; it holds the run until ``lease_until`` and
+    renews that while it lives, so a run whose engine died is taken over, never driven
+    twice.
+    """
 
     __tablename__ = "pipeline_runs"
     __mapper_args__ = {"version_id_col": Versioned.version}
+    __table_args__ = (UniqueConstraint("project_id", "interval_key"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(
@@ -204,6 +242,12 @@ class PipelineRun(Versioned, Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    schedule_id: Mapped[str | None] = mapped_column(
+        ForeignKey("schedules.id", ondelete="SET NULL"), index=True
+    )
+    interval_key: Mapped[str | None] = mapped_column(String(200))
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TaskRun(Versioned, Base):
@@ -211,7 +255,10 @@ class TaskRun(Versioned, Base):
 
     __tablename__ = "task_runs"
     __mapper_args__ = {"version_id_col": Versioned.version}
-    __table_args__ = (UniqueConstraint("run_id", "node_id", "map_index"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "node_id", "map_index"),
+        Index("ix_task_runs_state_pool", "state", "pool"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     run_id: Mapped[str] = mapped_column(
@@ -227,6 +274,9 @@ class TaskRun(Versioned, Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The pool this task run takes slots of while it runs (none for a mapped parent).
+    pool: Mapped[str | None] = mapped_column(String(64))
+    pool_slots: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class TaskAttempt(Base):

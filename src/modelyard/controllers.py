@@ -1,0 +1,56 @@
+"""The controllers that run inside ``modelyard up`` beside the API: the scheduler, which
+creates the runs schedules owe, and the run executor, which drives queued runs on this
+machine's warm worker pool. Both keep their state in the store and are safe to stop
+and start at any moment.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.config import Settings
+from modelyard.pipelines.executor import RunExecutor
+from modelyard.pipelines.local import local_engine
+from modelyard.pipelines.scheduling import Scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    """Starts and stops the controllers.
+
+    Args:
+        settings: Where the store and artifacts are, how many workers and runs.
+        sessions: The metadata store (shared with the API).
+    """
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.scheduler = Scheduler(sessions, poll_seconds=settings.scheduler_poll_seconds)
+        self.executor: RunExecutor | None = None
+        self._stack = ExitStack()
+
+    def start(self) -> None:
+        engine = self._stack.enter_context(
+            local_engine(self.settings, self.sessions, self.settings.workers)
+        )
+        self.executor = RunExecutor(
+            engine,
+            capacity=self.settings.max_active_runs,
+            poll_seconds=self.settings.executor_poll_seconds,
+        )
+        self.executor.start()
+        self.scheduler.start()
+        logger.info("controllers started: scheduler, run executor (%s)", engine.owner)
+
+    def stop(self) -> None:
+        """Stop creating runs, hand running ones back, then stop the workers."""
+        self.scheduler.stop()
+        if self.executor is not None:
+            self.executor.stop()
+        self._stack.close()
+        logger.info("controllers stopped")

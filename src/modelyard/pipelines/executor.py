@@ -1,0 +1,96 @@
+"""The run executor: drives the runs nobody drives, inside ``modelyard up``.
+
+Queued runs (created through the API, by the scheduler or by a retry) and runs whose
+engine died are claimed through their lease and driven on one engine, at most
+``capacity`` at once. Stopping hands every run back: its running tasks are stopped and
+queued again, its lease let go, and the next executor continues it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from modelyard.pipelines.engine import RunEngine
+from modelyard.pipelines.runs import RunLeasedError, claim, claimable
+
+logger = logging.getLogger(__name__)
+
+
+class RunExecutor:
+    """Claims and drives runs on ``engine``.
+
+    Args:
+        engine: The engine (and its worker pool) runs are driven on.
+        capacity: How many runs are driven at once.
+        poll_seconds: How often the store is asked for runs to pick up.
+    """
+
+    def __init__(self, engine: RunEngine, capacity: int = 4, poll_seconds: float = 1.0) -> None:
+        self.engine = engine
+        self.capacity = capacity
+        self.poll_seconds = poll_seconds
+        self._active: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = ThreadPoolExecutor(capacity, thread_name_prefix="modelyard-run")
+        self._poller: threading.Thread | None = None
+
+    @property
+    def active(self) -> set[str]:
+        with self._lock:
+            return set(self._active)
+
+    def poll(self) -> list[str]:
+        """Claim what there is room for; returns the run ids picked up."""
+        with self._lock:
+            free = self.capacity - len(self._active)
+            busy = set(self._active)
+        if free <= 0 or self._stop.is_set():
+            return []
+        with self.engine.sessions() as session:
+            candidates = [r for r in claimable(session, free + len(busy)) if r not in busy]
+        picked = []
+        for run_id in candidates[:free]:
+            if not claim(
+                self.engine.sessions, run_id, self.engine.owner, self.engine.settings.lease
+            ):
+                continue  # another executor was faster
+            with self._lock:
+                self._active.add(run_id)
+            self._threads.submit(self._drive, run_id)
+            picked.append(run_id)
+        return picked
+
+    def _drive(self, run_id: str) -> None:
+        try:
+            state = self.engine.execute(run_id, stop=self._stop)
+            logger.info("run %s is %s", run_id, state.value)
+        except RunLeasedError:
+            logger.info("run %s was taken by another engine", run_id)
+        except Exception:
+            logger.exception("run %s: the engine failed; it will be picked up again", run_id)
+        finally:
+            with self._lock:
+                self._active.discard(run_id)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._poller = threading.Thread(target=self._loop, name="modelyard-executor", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        """Hand every run back (tasks stopped and queued again) and wait for that."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=30)
+        self._threads.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # the store is down: try again next time
+                logger.exception("executor poll failed")
+            self._stop.wait(self.poll_seconds)
