@@ -14,6 +14,21 @@ from tests.conftest import MakeProject, Platform
 pytestmark = pytest.mark.integration
 
 ROLES = ("viewer", "editor", "admin")
+PIPELINE = {
+    "name": "daily",
+    "source": "daily.py:daily",
+    "params_schema": {"type": "object", "properties": {}},
+    "nodes": [
+        {
+            "id": "extract",
+            "task": "daily:extract",
+            "task_name": "extract",
+            "options": {},
+            "inputs": {},
+        }
+    ],
+}
+SCHEDULE = {"spec": PIPELINE, "schedule": {"cron": "@daily"}}
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,16 @@ CALLS = [
     Call("PUT", "/api/v1/projects/{p}/secrets/API_KEY", "admin", {"value": "stolen"}),
     Call("PUT", "/api/v1/projects/{p}/secrets/NEW", "admin", {"value": "planted"}),
     Call("DELETE", "/api/v1/projects/{p}/secrets/API_KEY", "admin"),
+    Call("GET", "/api/v1/projects/{p}/runs", "viewer"),
+    Call("POST", "/api/v1/projects/{p}/runs", "editor", {"spec": PIPELINE}),
+    Call("GET", "/api/v1/projects/{p}/schedules", "viewer"),
+    Call("GET", "/api/v1/projects/{p}/schedules/daily", "viewer"),
+    Call("PUT", "/api/v1/projects/{p}/schedules", "editor", SCHEDULE),
+    Call("PATCH", "/api/v1/projects/{p}/schedules/daily", "editor", {"max_active_runs": 2}),
+    Call("POST", "/api/v1/projects/{p}/schedules/daily/unpause", "editor"),
+    Call("POST", "/api/v1/projects/{p}/schedules/daily/pause", "editor"),
+    Call("POST", "/api/v1/projects/{p}/schedules/daily/trigger", "editor"),
+    Call("DELETE", "/api/v1/projects/{p}/schedules/daily", "editor"),
     Call("GET", "/api/v1/audit?project={p}", "admin"),
     Call("DELETE", "/api/v1/projects/{p}", "admin"),
 ]
@@ -54,6 +79,7 @@ def target(platform: Platform, make_project: MakeProject) -> str:
     make_project("bank-b", {"bob": "admin", "carol": "viewer"})
     with platform.admin() as admin:
         admin.put("/api/v1/projects/bank-b/secrets/API_KEY", json={"value": "b-secret"})
+        admin.put("/api/v1/projects/bank-b/schedules", json=SCHEDULE).raise_for_status()
     return "bank-b"
 
 
@@ -63,6 +89,11 @@ def _snapshot(platform: Platform, project: str) -> dict[str, Any]:
             "project": admin.get(f"/api/v1/projects/{project}").json(),
             "members": admin.get(f"/api/v1/projects/{project}/members").json(),
             "secrets": admin.get(f"/api/v1/projects/{project}/secrets").json(),
+            "runs": admin.get(f"/api/v1/projects/{project}/runs").json(),
+            "schedules": [
+                {k: v for k, v in item.items() if k != "next_run_at"}
+                for item in admin.get(f"/api/v1/projects/{project}/schedules").json()
+            ],
         }
 
 

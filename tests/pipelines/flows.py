@@ -192,3 +192,15 @@ def spawns_and_hangs(pid_file: str) -> None:
 @pipeline
 def spawning_flow(pid_file: str) -> None:
     spawns_and_hangs(pid_file)
+
+
+@task
+def sleepy(trace_dir: str, seconds: float) -> float:
+    trace(trace_dir, "sleepy")
+    time.sleep(seconds)
+    return seconds
+
+
+@pipeline
+def sleepy_flow(trace_dir: str, seconds: float = 1.0) -> None:
+    sleepy(trace_dir, seconds)

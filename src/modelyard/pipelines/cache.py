@@ -6,10 +6,11 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from modelyard.artifacts import ArtifactStore
@@ -17,6 +18,7 @@ from modelyard.pipelines.fingerprint import code_fingerprint
 from modelyard.pipelines.loader import resolve_target
 from modelyard.pipelines.values import digests_in
 from modelyard.specs.pipelines import NodeSpec
+from modelyard.store.ids import new_id
 from modelyard.store.models import CacheEntry
 
 
@@ -80,16 +82,21 @@ class TaskCache:
         output: dict[str, Any],
         task_run_id: str,
     ) -> None:
-        existing = session.scalar(
-            select(CacheEntry).where(
-                CacheEntry.project_id == project_id, CacheEntry.cache_key == key
+        """Record (or refresh) the output for ``key``; two runs finishing the same task at
+        once both succeed, the last one's output is kept (they are the same content)."""
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(CacheEntry).values(
+            id=new_id(),
+            project_id=project_id,
+            cache_key=key,
+            output=output,
+            task_run_id=task_run_id,
+            created_at=datetime.now(UTC),
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[CacheEntry.project_id, CacheEntry.cache_key],
+                set_={"output": output, "task_run_id": task_run_id},
             )
         )
-        if existing is None:
-            session.add(
-                CacheEntry(
-                    project_id=project_id, cache_key=key, output=output, task_run_id=task_run_id
-                )
-            )
-        else:
-            existing.output = output

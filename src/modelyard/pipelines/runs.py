@@ -188,7 +188,7 @@ def create_run(
         source=spec.source,
         spec=spec.model_dump(mode="json"),
         params=params,
-        logical_date=new.logical_date,
+        logical_date=new.logical_date.astimezone(UTC) if new.logical_date else None,
         state=RunState.QUEUED,
         trigger=new.trigger,
         created_by=new.created_by,
