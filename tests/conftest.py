@@ -123,7 +123,7 @@ class LiveServer:
 
     def start(self) -> None:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not self.server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("test server did not start")
@@ -131,7 +131,7 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=30)
         self._sock.close()
 
 
@@ -160,8 +160,10 @@ class Platform:
             return issue_token(session, user, "test", ttl_days).token
 
 
-def start_platform(settings: Settings, engine: Engine) -> tuple[LiveServer, Platform]:
-    server = LiveServer(create_app(settings, engine=engine))
+def start_platform(
+    settings: Settings, engine: Engine, *, controllers: bool = False
+) -> tuple[LiveServer, Platform]:
+    server = LiveServer(create_app(settings, engine=engine, controllers=controllers))
     server.start()
     platform = Platform(url=server.url, settings=settings, engine=engine, admin_token="")
     platform.admin_token = platform.user("admin", superuser=True)

@@ -5,45 +5,69 @@ a feature table for training.
 
 Trips come from the seeded generator next to this file (the NYC TLC yellow-taxi
 schema), or from real TLC Parquet files with ``-P source=path/or/glob``.
+
+The pipeline is scheduled ``@daily`` without catchup: each scheduled run covers its
+logical day. Register the schedule on a server with
+``modelyard schedules apply examples/taxi/pipeline.py:taxi --unpause``, or run past days
+here with ``modelyard backfill examples/taxi/pipeline.py:taxi --start 2024-01-01
+--end 2024-01-07``.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from generate import SCHEMA, bad_row_mask, find_bad_rows, generate_trips, read_tlc
 
+from modelyard.pipelines.execute import current_context
 from modelyard.pipelines.pipeline import pipeline
 from modelyard.pipelines.task import task
+from modelyard.specs.schedules import ScheduleSpec
+
+DEFAULT_WINDOW = ("2024-01-01", "2024-02-01")
+
+
+@task
+def window(start: str | None, end: str | None) -> dict[str, str]:
+    """The trips' dates: the ones given, else the run's logical day (scheduled and
+    backfilled runs), else January 2024."""
+    if start and end:
+        return {"start": start, "end": end}
+    logical = current_context().logical_date
+    if logical is None:
+        return {"start": DEFAULT_WINDOW[0], "end": DEFAULT_WINDOW[1]}
+    day = logical.date()
+    return {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
 
 
 @task
 def ingest(
-    rows: int, start: str, end: str, seed: int, source: str | None
+    rows: int, dates: dict[str, str], seed: int, source: str | None
 ) -> pa.RecordBatchReader | pa.Table:
     """Trips as a stream of record batches (generated), or real TLC files."""
     if source:
         return read_tlc(source)
-    batches = generate_trips(
-        rows, start=date.fromisoformat(start), end=date.fromisoformat(end), seed=seed
-    )
+    start, end = _dates(dates)
+    batches = generate_trips(rows, start=start, end=end, seed=seed)
     return pa.RecordBatchReader.from_batches(SCHEMA, batches)
 
 
 @task
-def clean(trips: pa.Table, start: str, end: str) -> pa.Table:
+def clean(trips: pa.Table, dates: dict[str, str]) -> pa.Table:
     """The rows that pass every check."""
-    bad = bad_row_mask(trips, start=date.fromisoformat(start), end=date.fromisoformat(end))
+    start, end = _dates(dates)
+    bad = bad_row_mask(trips, start=start, end=end)
     return trips.filter(pc.invert(pa.array(bad)))
 
 
 @task
-def quarantine(trips: pa.Table, start: str, end: str) -> pa.Table:
+def quarantine(trips: pa.Table, dates: dict[str, str]) -> pa.Table:
     """The rows that fail a check, each with the checks it fails: never dropped silently."""
-    faults = find_bad_rows(trips, start=date.fromisoformat(start), end=date.fromisoformat(end))
+    start, end = _dates(dates)
+    faults = find_bad_rows(trips, start=start, end=end)
     names = list(faults)
     reasons = [",".join(name for name in names if faults[name][i]) for i in range(trips.num_rows)]
     table = trips.append_column("reasons", pa.array(reasons, pa.string()))
@@ -121,18 +145,23 @@ def features(trips: pa.Table) -> duckdb.DuckDBPyRelation:
     )
 
 
-@pipeline
+def _dates(dates: dict[str, str]) -> tuple[date, date]:
+    return date.fromisoformat(dates["start"]), date.fromisoformat(dates["end"])
+
+
+@pipeline(schedule=ScheduleSpec(cron="@daily", catchup=False))
 def taxi(
     rows: int = 1_000_000,
-    start: str = "2024-01-01",
-    end: str = "2024-02-01",
+    start: str | None = None,
+    end: str | None = None,
     seed: int = 0,
     source: str | None = None,
 ) -> None:
     """NYC yellow-taxi trips to aggregates and a training feature table."""
-    trips = ingest(rows, start, end, seed, source)
-    good = clean(trips, start, end)
-    bad = quarantine(trips, start, end)
+    dates = window(start, end)
+    trips = ingest(rows, dates, seed, source)
+    good = clean(trips, dates)
+    bad = quarantine(trips, dates)
     quality_report(trips, bad)
     by_pickup_hour(good)
     by_distance(good)

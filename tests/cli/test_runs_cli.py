@@ -179,3 +179,85 @@ def test_runs_on_a_store_that_was_never_initialised_is_a_clear_error(
 ) -> None:
     assert main(["runs", "list"]) == ExitCode.SERVER_ERROR
     assert "run 'modelyard init'" in capsys.readouterr().err
+
+
+DATED = """
+from modelyard.pipelines.execute import current_context
+from modelyard.pipelines.pipeline import pipeline
+from modelyard.pipelines.task import task
+
+@task
+def stamp(fail_on: str) -> str:
+    day = current_context().logical_date.date().isoformat()
+    if day == fail_on:
+        raise RuntimeError("no data for " + day)
+    return day
+
+@pipeline(schedule="@daily")
+def dated(fail_on: str = "") -> None:
+    stamp(fail_on)
+
+@pipeline
+def unscheduled() -> None:
+    stamp("")
+"""
+
+
+def test_backfill_runs_each_interval_once_and_reruns_failures_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dated.py"
+    path.write_text(DATED)
+    window = ["--start", "2025-01-01", "--end", "2025-01-03", "--workers", "1"]
+    args = ["backfill", f"{path}:dated", *window, "-o", "json"]
+    assert main([*args, "-P", "fail_on=2025-01-02"]) == 1
+    first = _json(capsys)
+    assert isinstance(first, dict)
+    assert [(r["logical_date"][:10], r["action"], r["state"]) for r in first["runs"]] == [
+        ("2025-01-01", "created", "succeeded"),
+        ("2025-01-02", "created", "failed"),
+        ("2025-01-03", "created", "succeeded"),
+    ]
+    assert main(args) == 0  # every interval has a run: nothing runs again
+    assert {r["action"] for r in _json(capsys)["runs"]} == {"skipped"}  # type: ignore[index]
+    path.write_text(DATED.replace("raise RuntimeError", "print"))  # the fix
+    assert main([*args, "--rerun-failed"]) == 0
+    rerun = _json(capsys)
+    assert isinstance(rerun, dict)
+    assert [(r["action"], r["state"]) for r in rerun["runs"]] == [
+        ("skipped", "-"),
+        ("retried", "succeeded"),
+        ("skipped", "-"),
+    ]
+    assert main(["runs", "list", "-o", "json"]) == 0
+    listed = _json_all(capsys)
+    assert sorted(r["logical_date"][:10] for r in listed) == [
+        "2025-01-01",
+        "2025-01-02",
+        "2025-01-03",
+    ]
+    # The progress bar and the table, for people.
+    assert main(["backfill", f"{path}:dated", "--start", "2025-01-04", "--end", "2025-01-05"]) == 0
+    shown = capsys.readouterr().out
+    assert "backfill dated" in shown
+    assert "2/2" in shown
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--start", "2025-01-01", "--end", "2025-01-02"], "declares no schedule; give --cron"),
+        (
+            ["--start", "2025-01-05", "--end", "2025-01-01", "--cron", "@daily"],
+            "--end is before --start",
+        ),
+        (["--start", "2025-01-01", "--end", "2025-01-02", "--cron", "@often"], "unknown preset"),
+    ],
+)
+def test_bad_backfills_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str
+) -> None:
+    path = tmp_path / "dated.py"
+    path.write_text(DATED)
+    assert main(["backfill", f"{path}:unscheduled", *extra]) == ExitCode.USAGE
+    assert fragment in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,20 @@ def test_the_taxi_pipeline_quarantines_aggregates_and_caches(runner: Runner) -> 
     again = runner.engine.create_run(runner.project_id, spec, params)
     assert runner.engine.execute(again) is RunState.SUCCEEDED
     assert set(runner.states(again).values()) == {TaskState.CACHED}
+
+
+def test_a_scheduled_taxi_run_covers_its_logical_day(runner: Runner) -> None:
+    definition = load_pipeline(f"{PIPELINE}:taxi")
+    assert definition.schedule is not None
+    assert (definition.schedule.cron, definition.schedule.catchup) == ("@daily", False)
+    spec = definition.spec(f"{PIPELINE}:taxi")
+    params = definition.validate_params({"rows": 2_000})
+    run_id = runner.engine.create_run(
+        runner.project_id, spec, params, logical_date=datetime(2024, 3, 5, tzinfo=UTC)
+    )
+    assert runner.engine.execute(run_id) is RunState.SUCCEEDED
+    assert runner.value(run_id, "window") == {"start": "2024-03-05", "end": "2024-03-06"}
+    trips = runner.tasks(run_id)["clean"].output
+    assert trips is not None
+    days = runner.store.read_table(trips["ref"]["digest"])["tpep_pickup_datetime"]
+    assert {value.date() for value in days.to_pylist()} == {date(2024, 3, 5)}

@@ -104,8 +104,19 @@ class ModelyardClient:
         body = self.request("GET", path, params=params).json()
         return PageOut[model](**body)  # type: ignore[valid-type]
 
-    def _send(self, model: type[M], method: str, path: str, spec: BaseModel, **kw: Any) -> M:
-        body = spec.model_dump(exclude_unset=True, mode="json")
+    def _send(
+        self,
+        model: type[M],
+        method: str,
+        path: str,
+        spec: BaseModel,
+        *,
+        whole: bool = False,
+        **kw: Any,
+    ) -> M:
+        """Send ``spec``: only the fields set (a patch), or ``whole`` (specs whose nested
+        discriminators must travel even when they hold their defaults)."""
+        body = spec.model_dump(exclude_unset=not whole, mode="json")
         return model.model_validate(self.request(method, path, json=body, **kw).json())
 
     # -- health and identity ---------------------------------------------------------
@@ -228,7 +239,8 @@ class ModelyardClient:
     # -- runs ------------------------------------------------------------------------
 
     def create_run(self, project: str, spec: RunCreate) -> RunOut:
-        return self._send(RunOut, "POST", f"/api/v1/projects/{_seg(project)}/runs", spec)
+        path = f"/api/v1/projects/{_seg(project)}/runs"
+        return self._send(RunOut, "POST", path, spec, whole=True)
 
     def list_runs(
         self,
@@ -258,7 +270,7 @@ class ModelyardClient:
         self, project: str, spec: ScheduleApply, *, version: int | None = None
     ) -> ScheduleOut:
         path = f"/api/v1/projects/{_seg(project)}/schedules"
-        return self._send(ScheduleOut, "PUT", path, spec, version=version)
+        return self._send(ScheduleOut, "PUT", path, spec, whole=True, version=version)
 
     def list_schedules(self, project: str) -> list[ScheduleOut]:
         body = self.request("GET", f"/api/v1/projects/{_seg(project)}/schedules").json()
