@@ -728,6 +728,7 @@ class RunEngine:
             attempt.finished_at = utcnow()
             attempt.worker_pid = outcome.worker_pid
             attempt.exit_code = outcome.exit_code
+            attempt.peak_memory_bytes = outcome.peak_memory_bytes
             attempt.log_ref = self._keep_log(attempt.log_path)
             if outcome.ok:
                 output = {"ref": outcome.value}

@@ -50,6 +50,7 @@ class Outcome:
     exit_code: int | None = None
     seconds: float = 0.0
     worker_pid: int | None = None
+    peak_memory_bytes: int | None = None  # the worker's resident peak during the job
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -296,6 +297,7 @@ class TaskAttempt(Base):
     error: Mapped[dict[str, object] | None] = mapped_column(JSON)
     log_path: Mapped[str | None] = mapped_column(Text)
     log_ref: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class CacheEntry(Base):

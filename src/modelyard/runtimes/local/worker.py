@@ -75,6 +75,27 @@ def _memory_limit(limit: int | None) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
+def _reset_peak_memory() -> None:
+    """Start the resident-memory high-water mark afresh, so it measures one job (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
+def _peak_memory() -> int | None:
+    """The resident-memory high-water mark since the last reset, in bytes."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def _address_space_bytes() -> int:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[0])
@@ -84,6 +105,7 @@ def _address_space_bytes() -> int:
 def run_job(job: Job) -> Outcome:
     """Run one job here and describe how it went (never raises for the user's errors)."""
     started = time.perf_counter()
+    _reset_peak_memory()
     try:
         function = resolve_target(job.target, job.import_path)
         with (
@@ -106,12 +128,14 @@ def run_job(job: Job) -> Outcome:
             traceback=traceback.format_exc(),
             seconds=time.perf_counter() - started,
             worker_pid=os.getpid(),
+            peak_memory_bytes=_peak_memory(),
         )
     return Outcome(
         kind=OutcomeKind.SUCCEEDED,
         value=value,
         seconds=time.perf_counter() - started,
         worker_pid=os.getpid(),
+        peak_memory_bytes=_peak_memory(),
     )
 
 
