@@ -13,12 +13,15 @@ from modelyard.errors import ExitCode
 pytestmark = pytest.mark.integration
 
 FLOW = """
+import logging
 from modelyard.pipelines.pipeline import pipeline
 from modelyard.pipelines.task import task
 
 @task
 def items(n: int) -> list[int]:
     print("making", n, "items")
+    logging.getLogger("flow").info("made %d items", n)
+    logging.getLogger("flow").debug("not shown")
     return list(range(n))
 
 @task
@@ -66,7 +69,12 @@ def test_run_list_logs_and_a_cached_rerun(
     runs = _json_all(capsys)
     assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
     assert main(["runs", "logs", first["run_id"], "--task", "items"]) == 0
-    assert "making 4 items" in capsys.readouterr().out
+    logged = capsys.readouterr().out
+    assert "making 4 items" in logged
+    (line,) = [json.loads(x) for x in logged.splitlines() if x.startswith("{")]
+    assert (line["message"], line["level"], line["name"]) == ("made 4 items", "INFO", "flow")
+    assert (line["run_id"], line["task"], line["attempt"]) == (first["run_id"], "items", 1)
+    assert "not shown" not in logged
     assert main(["runs", "show", runs[0]["id"]]) == 0
     assert "cached" in capsys.readouterr().out
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.artifacts import ArtifactStore
 from modelyard.pipelines.engine import EngineSettings, RunEngine
+from modelyard.pipelines.local import WORKER_PRELOAD
 from modelyard.pipelines.pipeline import PipelineDefinition
 from modelyard.runtimes.local.pool import WorkerPool
 from modelyard.specs.runs import RunState
@@ -22,7 +23,7 @@ from modelyard.store.models import PipelineRun, Project, TaskRun
 
 @pytest.fixture(scope="session")
 def worker_pool() -> Iterator[WorkerPool]:
-    with WorkerPool(2, stop_grace=1.0) as pool:
+    with WorkerPool(2, stop_grace=1.0, preload=WORKER_PRELOAD) as pool:
         yield pool
 
 

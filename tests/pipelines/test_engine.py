@@ -153,15 +153,21 @@ def test_an_unstorable_output_is_a_clear_failure(runner: Runner) -> None:
 
 
 def test_cancelling_stops_a_running_task(runner: Runner) -> None:
-    run_id = runner.start(flows.hanging_flow, seconds=5.0)
+    run_id = runner.start(flows.sleepy_flow, trace_dir=str(runner.trace_dir), seconds=30.0)
     result: dict[str, RunState] = {}
     thread = threading.Thread(target=lambda: result.update(state=runner.engine.execute(run_id)))
     thread.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20
+    while runner.executions("sleepy") == 0:
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.02)
     runner.engine.request_cancel(run_id)
     thread.join(timeout=20)
     assert result["state"] is RunState.CANCELLED
-    assert runner.states(run_id) == {"hangs": "cancelled", "after_hang": "cancelled"}
+    assert runner.states(run_id) == {"sleepy": "cancelled"}
+    error = runner.tasks(run_id)["sleepy"].error
+    assert error is not None
+    assert error["kind"] == "cancelled"
 
 
 def test_a_pool_limits_concurrency_across_tasks(runner: Runner) -> None:

@@ -155,3 +155,27 @@ def test_a_result_the_parent_cannot_unpickle_fails_the_job_not_the_pool(
     assert outcome.error_message is not None
     assert "could not be read back" in outcome.error_message
     assert pool.run(Job(f"{T}:add", {"a": 2, "b": 2})).value == 4
+
+
+def test_each_job_reports_its_own_peak_memory(pool: WorkerPool) -> None:
+    big = pool.run(Job(f"{T}:allocate", {"megabytes": 300}))
+    small = pool.run(Job(f"{T}:noop"))
+    assert big.ok
+    assert small.ok
+    assert big.peak_memory_bytes is not None
+    assert small.peak_memory_bytes is not None
+    assert big.peak_memory_bytes >= 300 * 1024 * 1024
+    # The high-water mark starts afresh for every job, even on a reused worker.
+    assert small.peak_memory_bytes < big.peak_memory_bytes - 200 * 1024 * 1024
+
+
+def test_workers_start_before_the_first_job_and_replacements_too() -> None:
+    with WorkerPool(2, max_jobs_per_worker=1) as pool:
+        deadline = time.monotonic() + 30
+        while pool.workers_started < 2:
+            assert time.monotonic() < deadline, "the workers did not start on their own"
+            time.sleep(0.05)
+        pool.run(Job(f"{T}:noop"))
+        while pool.workers_started < 3:  # the retired worker's replacement, unasked
+            assert time.monotonic() < deadline, "no replacement was started"
+            time.sleep(0.05)

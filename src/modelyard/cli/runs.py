@@ -325,7 +325,8 @@ def _print_new_output(
         data = b""
     if data:
         offsets[attempt.id] += len(data)
-        console.print(data.decode(errors="replace").rstrip("\n"), highlight=False, markup=False)
+        text = data.decode(errors="replace").rstrip("\n")
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def _run_finished(sessions: sessionmaker[Session], run_id: str) -> bool:

@@ -5,6 +5,10 @@ killed at any moment and, run again, continues the run: finished tasks keep thei
 outputs and are never repeated; an attempt that was running is recorded as interrupted
 and started again.
 
+The engine holds the run's lease while it drives it, so it is the only writer of the
+run's task runs: it keeps their states in memory (written through to the store) and
+each step reads only the few rows in play, whatever the size of the run.
+
 Tasks run on a runtime's worker (here the local warm worker pool) through one entrypoint,
 ``modelyard.pipelines.execute:run_attempt``; values travel between tasks as artifact
 references, so the engine never holds a task's data.
@@ -24,15 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelyard.artifacts import ArtifactRef, ArtifactStore
+from modelyard.artifacts import ArtifactStore
 from modelyard.monitoring.metrics import PipelineMetrics
+from modelyard.pipelines import pools
 from modelyard.pipelines.cache import TaskCache
 from modelyard.pipelines.errors import PipelineDefinitionError
-from modelyard.pipelines.graph import topological_order, upstream_of
+from modelyard.pipelines.graph import topological_order
+from modelyard.pipelines.inputs import InputResolver
 from modelyard.pipelines.loader import USER_MODULE_PREFIX
+from modelyard.pipelines.progress import Key, RunProgress
 from modelyard.pipelines.retries import ATTEMPT_STATE, backoff, error_record, retryable
 from modelyard.pipelines.runs import (
     DEFAULT_LEASE,
@@ -52,30 +59,17 @@ from modelyard.pipelines.runs import (
 from modelyard.pipelines.values import digests_in
 from modelyard.runtimes import Runtime
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
-from modelyard.specs.pipelines import (
-    CollectionInput,
-    Condition,
-    Input,
-    LiteralInput,
-    NodeSpec,
-    OutputInput,
-    ParamInput,
-    PipelineSpec,
-)
+from modelyard.specs.pipelines import NodeSpec, PipelineSpec
 from modelyard.specs.runs import AttemptState, RunState, TaskState
 from modelyard.store.db import transaction
-from modelyard.store.models import (
-    ArtifactLink,
-    PipelineRun,
-    Pool,
-    TaskAttempt,
-    TaskRun,
-)
+from modelyard.store.ids import new_id
+from modelyard.store.models import ArtifactLink, PipelineRun, TaskAttempt, TaskRun
 
 logger = logging.getLogger(__name__)
 
 ENTRYPOINT = "modelyard.pipelines.execute:run_attempt"
 _FAILED_UPSTREAM = {TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.CANCELLED}
+_CANCEL_CHECK_SECONDS = 0.1
 
 
 def utcnow() -> datetime:
@@ -84,13 +78,34 @@ def utcnow() -> datetime:
 
 @dataclass
 class _Running:
-    task_run_id: str
-    attempt_id: str
+    task_run: TaskRun  # as committed when the attempt started
+    attempt: TaskAttempt
     node: NodeSpec
     map_index: int
     cache_key: str | None
     inputs: dict[str, Any]
     cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Run:
+    """A run being driven: what every step needs, loaded once, and what is in flight."""
+
+    id: str
+    spec: PipelineSpec
+    params: dict[str, Any]
+    project_id: str
+    logical_date: datetime | None
+    max_parallel: int | None
+    progress: RunProgress  # its task states, written through to the store
+    nodes: dict[str, NodeSpec] = field(init=False)
+    position: dict[str, int] = field(init=False)  # in topological order
+    running: dict[Future[Outcome], _Running] = field(default_factory=dict)
+    ended: list[tuple[_Running, Outcome]] = field(default_factory=list)  # not yet recorded
+
+    def __post_init__(self) -> None:
+        self.nodes = {node.id: node for node in self.spec.nodes}
+        self.position = {node.id: i for i, node in enumerate(topological_order(self.spec))}
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,8 @@ class _Stopped(Exception):
 
 
 class RunEngine:
-    """Executes pipeline runs on a worker pool.
+    """Executes pipeline runs on a worker pool; one engine may drive several runs at once
+    (one thread each).
 
     Args:
         sessions: The metadata store.
@@ -145,8 +161,8 @@ class RunEngine:
         self.settings = settings
         self.secrets = secrets or (lambda _project, _names: {})
         self.cache = TaskCache(store)
+        self.inputs = InputResolver(store)
         self.owner = new_owner()
-        self._pipelines: dict[str, str] = {}  # run id -> pipeline name, for metric labels
         self._queue_labels: set[str] = set()
         self._queue_reported = 0.0
 
@@ -225,99 +241,88 @@ class RunEngine:
     def _drive(
         self, run_id: str, on_change: Callable[[str], None] | None, stop: threading.Event
     ) -> RunState:
-        notify = on_change or (lambda _run_id: None)
-        spec, params, project_id, logical_date, max_parallel = self._start(run_id)
-        order = topological_order(spec)
-        upstream = {node.id: upstream_of(node) for node in spec.nodes}
-        running: dict[Future[Outcome], _Running] = {}
+        run = self._start(run_id)
         lost = False
         try:
-            return self._loop(
-                run_id,
-                spec,
-                order,
-                upstream,
-                params,
-                project_id,
-                logical_date,
-                max_parallel,
-                running,
-                notify,
-                stop,
-            )
+            return self._loop(run, on_change or (lambda _run_id: None), stop)
         except _Stopped as stopped:
             lost = stopped.args == ("lost",)
             return self._state(run_id)
         finally:
-            # After a stop or an unexpected error: stop what runs and put it back in the
-            # queue, as a restarted engine would after a crash. A run another engine took
-            # over is theirs to record.
-            for item in running.values():
+            # After a stop or an unexpected error: keep what finished, stop what runs and
+            # put it back in the queue, as a restarted engine would after a crash. A run
+            # another engine took over is theirs to record.
+            for item in run.running.values():
                 item.cancel.set()
-            for future, item in running.items():
+            if not lost:
+                self._record_ended(run)
+            for future, item in run.running.items():
                 future.result()
                 if not lost:
                     self._interrupt(item)
 
-    def _loop(
-        self,
-        run_id: str,
-        spec: PipelineSpec,
-        order: list[NodeSpec],
-        upstream: dict[str, set[str]],
-        params: dict[str, Any],
-        project_id: str,
-        logical_date: datetime | None,
-        max_parallel: int | None,
-        running: dict[Future[Outcome], _Running],
-        notify: Callable[[str], None],
-        stop: threading.Event,
-    ) -> RunState:
+    def _loop(self, run: _Run, notify: Callable[[str], None], stop: threading.Event) -> RunState:
         renew_every = self.settings.lease.total_seconds() / 3
-        renewed = time.monotonic()
+        renewed = checked = time.monotonic()
+        cancelling = self._cancel_requested(run.id)
         while True:
             if stop.is_set():
                 raise _Stopped("stopped")
-            if time.monotonic() - renewed > renew_every:
-                if not renew(self.sessions, run_id, self.owner, self.settings.lease):
-                    logger.warning("run %s was taken over by another engine", run_id)
+            now = time.monotonic()
+            if now - renewed > renew_every:
+                if not renew(self.sessions, run.id, self.owner, self.settings.lease):
+                    logger.warning("run %s was taken over by another engine", run.id)
                     raise _Stopped("lost")
-                renewed = time.monotonic()
-            cancelling = self._cancel_requested(run_id)
+                renewed = now
+            if not cancelling and now - checked > _CANCEL_CHECK_SECONDS:
+                cancelling, checked = self._cancel_requested(run.id), now
+            self._step(run, cancelling)
+            notify(run.id)
+            if not run.running:
+                if cancelling:
+                    return self._finish(run, cancelled=True)
+                if run.progress.settled:
+                    return self._finish(run)
+                stop.wait(self.settings.poll_seconds)  # a retry's backoff: nothing to wait on
+                continue
+            done, _ = wait(
+                list(run.running), timeout=self.settings.poll_seconds, return_when=FIRST_COMPLETED
+            )
+            run.ended.extend((run.running.pop(future), future.result()) for future in done)
+
+    def _step(self, run: _Run, cancelling: bool) -> None:
+        """One transaction: record what ended, then (unless cancelling) decide what is
+        ready and dispatch it."""
+        starting: list[tuple[Job, _Running]] = []
+        with transaction(self.sessions) as session:
+            # The states in memory follow the store's within the transaction: should it
+            # fail, the engine stops and a restart reloads them.
+            run.progress.update(self._record(session, run))
             if cancelling:
-                for item in running.values():
+                for item in run.running.values():
                     item.cancel.set()
             else:
-                with transaction(self.sessions) as session:
-                    runs = self._working_set(session, run_id, upstream)
-                    self._advance(session, runs, order, upstream, params)
-                    self._dispatch(
-                        session,
-                        runs,
-                        run_id,
-                        spec,
-                        project_id,
-                        params,
-                        logical_date,
-                        max_parallel,
-                        running,
-                    )
-            notify(run_id)
-            if not running:
-                if cancelling:
-                    return self._finish(run_id, cancelled=True)
-                if self._settled(run_id):
-                    return self._finish(run_id)
-            done, _ = wait(
-                list(running), timeout=self.settings.poll_seconds, return_when=FIRST_COMPLETED
-            )
-            for future in done:
-                self._record(run_id, project_id, running.pop(future), future.result())
+                with session.no_autoflush:  # rows already here are the ones this step changed
+                    rows = self._working_set(session, run)
+                self._advance(session, run, rows)
+                starting = self._dispatch(session, run, rows)
+                run.progress.update(rows.values())
+                self._report_queue(session)
+        run.ended.clear()
+        for job, item in starting:  # once their attempts are in the store
+            run.running[self.pool.submit(job, cancel=item.cancel)] = item
+
+    def _record_ended(self, run: _Run) -> None:
+        if not run.ended:
+            return
+        with transaction(self.sessions) as session:
+            self._record(session, run)
+        run.ended.clear()
 
     def _interrupt(self, item: _Running) -> None:
         with transaction(self.sessions) as session:
-            task_run = session.get(TaskRun, item.task_run_id)
-            attempt = session.get(TaskAttempt, item.attempt_id)
+            task_run = session.get(TaskRun, item.task_run.id)
+            attempt = session.get(TaskAttempt, item.attempt.id)
             if task_run is None or attempt is None:
                 return
             attempt.state = AttemptState.INTERRUPTED
@@ -332,9 +337,7 @@ class RunEngine:
             raise RunNotFoundError(f"run {run_id!r} does not exist")
         return RunState(state)
 
-    def _start(
-        self, run_id: str
-    ) -> tuple[PipelineSpec, dict[str, Any], str, datetime | None, int | None]:
+    def _start(self, run_id: str) -> _Run:
         with transaction(self.sessions) as session:
             run = session.get(PipelineRun, run_id)
             if run is None:
@@ -342,29 +345,31 @@ class RunEngine:
             if run.state == RunState.QUEUED:
                 run.state = RunState.RUNNING
                 run.started_at = run.started_at or utcnow()
+            task_runs = list(session.scalars(select(TaskRun).where(TaskRun.run_id == run_id)))
             # Attempts a previous engine left running were lost with it: run them again.
-            stale = session.scalars(
-                select(TaskRun).where(TaskRun.run_id == run_id, TaskRun.state == TaskState.RUNNING)
-            )
-            for task_run in stale:
-                attempts = list(
-                    session.scalars(
-                        select(TaskAttempt).where(
-                            TaskAttempt.task_run_id == task_run.id,
-                            TaskAttempt.state == AttemptState.RUNNING,
-                        )
-                    )
+            stale = {tr.id: tr for tr in task_runs if tr.state == TaskState.RUNNING}
+            attempts = session.scalars(
+                select(TaskAttempt).where(
+                    TaskAttempt.task_run_id.in_(list(stale)),
+                    TaskAttempt.state == AttemptState.RUNNING,
                 )
-                if not attempts:
-                    continue  # a mapped task's parent: it finishes with its items
+            )
+            for attempt in attempts:  # a mapped task's parent has none: it waits for items
+                task_run = stale[attempt.task_run_id]
                 task_run.state = TaskState.QUEUED
-                for attempt in attempts:
-                    attempt.state = AttemptState.INTERRUPTED
-                    attempt.finished_at = utcnow()
-                    task_run.attempts -= 1  # an interrupted attempt is not the task's failure
+                attempt.state = AttemptState.INTERRUPTED
+                attempt.finished_at = utcnow()
+                task_run.attempts -= 1  # an interrupted attempt is not the task's failure
             spec = PipelineSpec.model_validate(run.spec)
-            self._pipelines[run_id] = spec.name
-            return spec, dict(run.params), run.project_id, run.logical_date, run.max_parallelism
+            return _Run(
+                id=run_id,
+                spec=spec,
+                params=dict(run.params),
+                project_id=run.project_id,
+                logical_date=run.logical_date,
+                max_parallel=run.max_parallelism,
+                progress=RunProgress(spec, task_runs),
+            )
 
     def _cancel_requested(self, run_id: str) -> bool:
         with self.sessions() as session:
@@ -372,71 +377,50 @@ class RunEngine:
                 session.scalar(select(PipelineRun.cancel_requested).where(PipelineRun.id == run_id))
             )
 
-    def _working_set(
-        self, session: Session, run_id: str, upstream: dict[str, set[str]]
-    ) -> dict[tuple[str, int], TaskRun]:
-        """The task runs that may change now, and those whose outputs they read.
+    # -- one step -------------------------------------------------------------------------
 
-        States come from a light query over the whole run; full rows are loaded only for
-        the few nodes in play, so a step costs the same in a 10-task and a 5,000-task run.
-        """
-        states = session.execute(
-            select(TaskRun.node_id, TaskRun.map_index, TaskRun.state).where(
-                TaskRun.run_id == run_id
-            )
-        ).all()
-        parent_state = {node: TaskState(state) for node, index, state in states if index == PARENT}
-        in_play: set[str] = set()
-        for node, index, state in states:
-            current = TaskState(state)
-            waiting = index == PARENT and current is TaskState.PENDING
-            ready = waiting and all(parent_state[up].finished for up in upstream[node])
-            mapping = index == PARENT and current is TaskState.RUNNING
-            if ready or mapping or current is TaskState.QUEUED:
-                in_play.add(node)
-        needed = in_play | {up for node in in_play for up in upstream[node]}
+    def _working_set(self, session: Session, run: _Run) -> dict[Key, TaskRun]:
+        """The task runs that may change now, and those whose outputs they read."""
+        in_play = run.progress.in_play()
+        needed = in_play | {up for node in in_play for up in run.progress.upstream[node]}
         if not needed:
             return {}
         rows = session.scalars(
-            select(TaskRun).where(TaskRun.run_id == run_id, TaskRun.node_id.in_(sorted(needed)))
+            select(TaskRun).where(TaskRun.run_id == run.id, TaskRun.node_id.in_(sorted(needed)))
         )
         return {(row.node_id, row.map_index): row for row in rows}
 
-    def _advance(
-        self,
-        session: Session,
-        runs: dict[tuple[str, int], TaskRun],
-        order: list[NodeSpec],
-        upstream_ids: dict[str, set[str]],
-        params: dict[str, Any],
-    ) -> None:
+    def _advance(self, session: Session, run: _Run, rows: dict[Key, TaskRun]) -> None:
         """Decide what became ready, skipped or failed, and finish mapped parents."""
-        for node in order:
-            parent = runs.get((node.id, PARENT))
-            if parent is None:
-                continue  # not in play this step
+        in_play = sorted({node for node, _ in rows}, key=run.position.__getitem__)
+        for node in (run.nodes[node_id] for node_id in in_play):
+            parent = rows[(node.id, PARENT)]
             state = TaskState(parent.state)
             if state is TaskState.RUNNING and node.map_over is not None:
-                self._finish_mapped(node, parent, runs)
+                self._finish_mapped(run, node, parent, rows)
             if state is not TaskState.PENDING:
                 continue
-            upstream = [TaskState(runs[(up, PARENT)].state) for up in upstream_ids[node.id]]
+            upstream = [
+                TaskState(rows[(up, PARENT)].state) for up in run.progress.upstream[node.id]
+            ]
             if not all(s.finished for s in upstream):
                 continue
             skipped = any(s is TaskState.SKIPPED for s in upstream)
             try:
                 if any(s in _FAILED_UPSTREAM for s in upstream):
-                    self._settle(parent, TaskState.UPSTREAM_FAILED)
-                elif skipped or not all(self._holds(c, runs, params) for c in node.conditions):
-                    self._settle(parent, TaskState.SKIPPED)
+                    self._settle(run, parent, TaskState.UPSTREAM_FAILED)
+                elif skipped or not all(
+                    self.inputs.holds(c, rows, run.params) for c in node.conditions
+                ):
+                    self._settle(run, parent, TaskState.SKIPPED)
                 elif node.map_over is not None:
-                    self._expand(session, node, parent, runs, params, node.map_over)
+                    self._expand(session, run, node, parent, rows)
                 else:
                     parent.state = TaskState.QUEUED
             except Exception as exc:  # a bad condition or map input fails this task only
-                self._fail(parent, exc)
+                self._fail(run, parent, exc)
 
-    def _fail(self, task_run: TaskRun, exc: Exception) -> None:
+    def _fail(self, run: _Run, task_run: TaskRun, exc: Exception) -> None:
         """Fail a task for a reason found by the engine (not by running it)."""
         task_run.error = {
             "kind": "invalid",
@@ -444,88 +428,34 @@ class RunEngine:
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "message": getattr(exc, "message", None) or str(exc),
         }
-        self._settle(task_run, TaskState.FAILED)
+        self._settle(run, task_run, TaskState.FAILED)
 
-    def _settle(self, task_run: TaskRun, state: TaskState) -> None:
+    def _settle(self, run: _Run, task_run: TaskRun, state: TaskState) -> None:
         task_run.state = state
         task_run.finished_at = utcnow()
-        pipeline = self._pipelines.get(task_run.run_id, "unknown")
-        self.metrics.task_runs.labels(pipeline, task_run.node_id, state.value).inc()
-
-    def _holds(
-        self, condition: Condition, runs: dict[tuple[str, int], TaskRun], params: dict[str, Any]
-    ) -> bool:
-        value = self._value(self._resolve(condition.value, runs, params))
-        return bool(value) if condition.truthy else bool(value == condition.equals)
-
-    def _value(self, resolved: dict[str, Any]) -> Any:
-        if "value" in resolved:
-            return resolved["value"]
-        if "ref" in resolved and resolved["ref"]["kind"] == "json":
-            return self.store.get_json(ArtifactRef.model_validate(resolved["ref"]))
-        raise PipelineDefinitionError(
-            "conditions and mapped lists must be JSON values (a table cannot be one)"
-        )
-
-    def _resolve(
-        self, value: Input, runs: dict[tuple[str, int], TaskRun], params: dict[str, Any]
-    ) -> dict[str, Any]:
-        if isinstance(value, LiteralInput):
-            return {"value": value.value}
-        if isinstance(value, ParamInput):
-            return {"value": params.get(value.name)}
-        if isinstance(value, OutputInput):
-            output = runs[(value.node, PARENT)].output
-            if output is None:
-                raise PipelineDefinitionError(f"task {value.node!r} has no output")
-            return dict(output)
-        if isinstance(value, CollectionInput):
-            resolved = {k: self._resolve(v, runs, params) for k, v in value.items.items()}
-            if value.shape == "list":
-                return {"items": list(resolved.values())}
-            return {"dict": resolved}
-        raise TypeError(f"unknown input {value!r}")
-
-    def _inputs(
-        self, node: NodeSpec, runs: dict[tuple[str, int], TaskRun], params: dict[str, Any]
-    ) -> dict[str, dict[str, Any]]:
-        return {name: self._resolve(value, runs, params) for name, value in node.inputs.items()}
+        self.metrics.task_runs.labels(run.spec.name, task_run.node_id, state.value).inc()
 
     def _expand(
-        self,
-        session: Session,
-        node: NodeSpec,
-        parent: TaskRun,
-        runs: dict[tuple[str, int], TaskRun],
-        params: dict[str, Any],
-        map_over: str,
+        self, session: Session, run: _Run, node: NodeSpec, parent: TaskRun, rows: dict[Key, TaskRun]
     ) -> None:
         """Create one queued task run per item; the parent runs until they all finish."""
-        items = self._map_items(self._resolve(node.inputs[map_over], runs, params))
+        assert node.map_over is not None
+        over = self.inputs.resolve(node.inputs[node.map_over], rows, run.params)
+        items = self.inputs.map_items(over)
         parent.state = TaskState.RUNNING
         parent.started_at = utcnow()
         for index in range(len(items)):
-            if (node.id, index) not in runs:
+            if (node.id, index) not in rows:
                 child = task_run_for(parent.run_id, node, index, TaskState.QUEUED)
                 session.add(child)
-                runs[(node.id, index)] = child
-
-    def _map_items(self, over: dict[str, Any]) -> list[dict[str, Any]]:
-        if "items" in over:
-            return list(over["items"])
-        values = self._value(over)
-        if not isinstance(values, list):
-            raise PipelineDefinitionError(
-                f"a mapped task needs a list to map over, not a {type(values).__name__}"
-            )
-        return [{"value": value} for value in values]
+                rows[(node.id, index)] = child
 
     def _finish_mapped(
-        self, node: NodeSpec, parent: TaskRun, runs: dict[tuple[str, int], TaskRun]
+        self, run: _Run, node: NodeSpec, parent: TaskRun, rows: dict[Key, TaskRun]
     ) -> None:
         children = [
             tr
-            for (node_id, index), tr in sorted(runs.items())
+            for (node_id, index), tr in sorted(rows.items())
             if node_id == node.id and index != PARENT
         ]
         if not all(TaskState(child.state).finished for child in children):
@@ -533,160 +463,129 @@ class RunEngine:
         failed = sum(1 for child in children if not TaskState(child.state).produced_output)
         if failed:
             parent.error = {"message": f"{failed} of {len(children)} mapped items failed"}
-            self._settle(parent, TaskState.FAILED)
+            self._settle(run, parent, TaskState.FAILED)
             return
         parent.output = {"items": [child.output for child in children]}
-        self._settle(parent, TaskState.SUCCEEDED)
+        self._settle(run, parent, TaskState.SUCCEEDED)
 
     def _dispatch(
-        self,
-        session: Session,
-        runs: dict[tuple[str, int], TaskRun],
-        run_id: str,
-        spec: PipelineSpec,
-        project_id: str,
-        params: dict[str, Any],
-        logical_date: datetime | None,
-        max_parallel: int | None,
-        running: dict[Future[Outcome], _Running],
-    ) -> None:
-        nodes = {node.id: node for node in spec.nodes}
+        self, session: Session, run: _Run, rows: dict[Key, TaskRun]
+    ) -> list[tuple[Job, _Running]]:
+        """Start attempts of the queued task runs there is room for; returns their jobs,
+        to submit once the attempts are committed."""
+        starting: list[tuple[Job, _Running]] = []
         now = utcnow()
         queued = sorted(
-            (tr for tr in runs.values() if tr.state == TaskState.QUEUED),
+            (tr for tr in rows.values() if tr.state == TaskState.QUEUED),
             key=lambda tr: (tr.next_attempt_at or now, tr.id),
         )
         due = [tr for tr in queued if tr.next_attempt_at is None or tr.next_attempt_at <= now]
-        slot_limits, pool_usage = self._pool_usage(
-            session, {nodes[tr.node_id].options.pool for tr in due}
+        limits, in_use = pools.claim_view(
+            session, (run.nodes[tr.node_id].options.pool for tr in due)
         )
         mapped_items: dict[str, list[dict[str, Any]]] = {}
-        for task_run in queued:
-            if max_parallel is not None and len(running) >= max_parallel:
+        for task_run in due:
+            if (
+                run.max_parallel is not None
+                and len(run.running) + len(starting) >= run.max_parallel
+            ):
                 break
-            if task_run.next_attempt_at is not None and task_run.next_attempt_at > now:
-                continue
-            node = nodes[task_run.node_id]
-            pool_name = node.options.pool
-            if pool_name is not None:
-                limit = slot_limits.get(pool_name)
-                if limit is None or node.options.pool_slots > limit:
+            node = run.nodes[task_run.node_id]
+            pool, slots = node.options.pool, node.options.pool_slots
+            if pool is not None:
+                if pool not in limits or slots > limits[pool]:
                     self._fail(
+                        run,
                         task_run,
                         PipelineDefinitionError(
-                            f"pool {pool_name!r} is gone or has fewer than the "
-                            f"{node.options.pool_slots} slots task {node.id!r} needs"
+                            f"pool {pool!r} is gone or has fewer than the {slots} slots "
+                            f"task {node.id!r} needs"
                         ),
                     )
                     continue
-                if pool_usage.get(pool_name, 0) + node.options.pool_slots > limit:
+                if in_use.get(pool, 0) + slots > limits[pool]:
                     continue
             try:
-                inputs = self._inputs(node, runs, params)
+                inputs = self.inputs.inputs(node, rows, run.params)
                 if task_run.map_index != PARENT and node.map_over is not None:
                     # One read of the mapped list per step, not one per item dispatched.
                     if node.id not in mapped_items:
-                        mapped_items[node.id] = self._map_items(inputs[node.map_over])
+                        mapped_items[node.id] = self.inputs.map_items(inputs[node.map_over])
                     inputs[node.map_over] = mapped_items[node.id][task_run.map_index]
-                import_path = _import_path(spec, node)
+                import_path = _import_path(run.spec, node)
                 key = (
-                    self.cache.key(node, inputs, import_path, params, logical_date)
+                    self.cache.key(node, inputs, import_path, run.params, run.logical_date)
                     if node.options.cache
                     else None
                 )
-                if key is not None and self._reuse(session, project_id, task_run, key):
+                if key is not None and self._reuse(session, run, task_run, key):
                     continue
-                env = self.secrets(project_id, node.options.secrets)
+                env = self.secrets(run.project_id, node.options.secrets)
             except Exception as exc:  # unusable inputs or secrets fail this task only
-                self._fail(task_run, exc)
+                self._fail(run, task_run, exc)
                 continue
-            task_run.state = TaskState.RUNNING
-            task_run.attempts += 1
-            task_run.started_at = task_run.started_at or utcnow()
-            task_run.cache_key = key
-            # Attempt numbers never repeat, across interruptions and retried runs;
-            # ``attempts`` counts only those that spend the retry budget.
-            number = 1 + (
-                session.scalar(
-                    select(func.max(TaskAttempt.number)).where(
-                        TaskAttempt.task_run_id == task_run.id
-                    )
-                )
-                or 0
+            job, item = self._start_attempt(
+                session, run, task_run, node, inputs, import_path, key, env
             )
-            log_path = self._log_path(run_id, task_run, number)
-            attempt = TaskAttempt(
-                task_run_id=task_run.id,
-                number=number,
-                state=AttemptState.RUNNING,
-                log_path=str(log_path),
-            )
-            session.add(attempt)
-            session.flush()
-            item = _Running(task_run.id, attempt.id, node, task_run.map_index, key, inputs)
-            request = {
-                "task": node.task,
-                "task_name": node.task_name,
-                "import_path": list(import_path),
-                "inputs": inputs,
-                "artifacts_url": self.settings.artifacts_url,
-                "run_id": run_id,
-                "attempt": number,
-                "params": params,
-                "logical_date": logical_date.isoformat() if logical_date else None,
-                "map_index": task_run.map_index,
-            }
-            job = Job(
-                target=ENTRYPOINT,
-                kwargs={"request": request},
-                log_path=str(log_path),
-                env=env,
-                memory_limit=node.options.resources.memory,
-                timeout=node.options.timeout.total_seconds() if node.options.timeout else None,
-            )
-            if pool_name is not None:
-                pool_usage[pool_name] = pool_usage.get(pool_name, 0) + node.options.pool_slots
-            running[self.pool.submit(job, cancel=item.cancel)] = item
-        self._report_queue(session)
+            if pool is not None:
+                in_use[pool] = in_use.get(pool, 0) + slots
+            starting.append((job, item))
+        return starting
 
-    def _pool_usage(
-        self, session: Session, wanted: set[str | None]
-    ) -> tuple[dict[str, int], dict[str, int]]:
-        """Slot limits and slots in use of the pools queued tasks want, across every run
-        and engine sharing the store.
-
-        Each pool's row is locked first (in name order, so engines never deadlock), so two
-        engines never both fill the last slot: the second counts the first's task.
-        """
-        names = sorted(name for name in wanted if name is not None)
-        if not names:
-            return {}, {}
-        for name in names:
-            session.execute(update(Pool).where(Pool.name == name).values(slots=Pool.slots))
-        limits = {
-            pool.name: pool.slots
-            for pool in session.scalars(select(Pool).where(Pool.name.in_(names)))
+    def _start_attempt(
+        self,
+        session: Session,
+        run: _Run,
+        task_run: TaskRun,
+        node: NodeSpec,
+        inputs: dict[str, Any],
+        import_path: tuple[str, ...],
+        key: str | None,
+        env: dict[str, str],
+    ) -> tuple[Job, _Running]:
+        task_run.state = TaskState.RUNNING
+        task_run.attempts += 1
+        task_run.started_at = task_run.started_at or utcnow()
+        task_run.cache_key = key
+        task_run.last_attempt += 1
+        number = task_run.last_attempt
+        log_path = self._log_path(run.id, task_run, number)
+        attempt = TaskAttempt(
+            id=new_id(),
+            task_run_id=task_run.id,
+            number=number,
+            state=AttemptState.RUNNING,
+            log_path=str(log_path),
+        )
+        session.add(attempt)
+        request = {
+            "task": node.task,
+            "task_name": node.task_name,
+            "import_path": list(import_path),
+            "inputs": inputs,
+            "artifacts_url": self.settings.artifacts_url,
+            "run_id": run.id,
+            "attempt": number,
+            "params": run.params,
+            "logical_date": run.logical_date.isoformat() if run.logical_date else None,
+            "map_index": task_run.map_index,
         }
-        usage = session.execute(
-            select(TaskRun.pool, func.sum(TaskRun.pool_slots))
-            .where(TaskRun.state == TaskState.RUNNING, TaskRun.pool.in_(names))
-            .group_by(TaskRun.pool)
-        ).all()
-        return limits, {str(pool): int(slots or 0) for pool, slots in usage}
+        job = Job(
+            target=ENTRYPOINT,
+            kwargs={"request": request},
+            log_path=str(log_path),
+            env=env,
+            memory_limit=node.options.resources.memory,
+            timeout=node.options.timeout.total_seconds() if node.options.timeout else None,
+        )
+        return job, _Running(task_run, attempt, node, task_run.map_index, key, inputs)
 
     def _report_queue(self, session: Session) -> None:
         """Queued task runs per pool across the store, at most once a second."""
         if time.monotonic() - self._queue_reported < 1.0:
             return
         self._queue_reported = time.monotonic()
-        waiting = {
-            str(pool or "default"): int(count)
-            for pool, count in session.execute(
-                select(TaskRun.pool, func.count())
-                .where(TaskRun.state == TaskState.QUEUED)
-                .group_by(TaskRun.pool)
-            ).all()
-        }
+        waiting = pools.queued_per_pool(session)
         for pool in self._queue_labels | waiting.keys():
             self.metrics.queue_depth.labels(pool).set(waiting.get(pool, 0))
         self._queue_labels |= waiting.keys()
@@ -697,66 +596,89 @@ class RunEngine:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"attempt-{number}.log"
 
-    def _reuse(self, session: Session, project_id: str, task_run: TaskRun, key: str) -> bool:
-        output = self.cache.lookup(session, project_id, key)
+    def _reuse(self, session: Session, run: _Run, task_run: TaskRun, key: str) -> bool:
+        output = self.cache.lookup(session, run.project_id, key)
         if output is None:
             return False
         task_run.cache_key = key
         task_run.output = output
-        self._settle(task_run, TaskState.CACHED)
+        self._settle(run, task_run, TaskState.CACHED)
         return True
 
-    def _record(self, run_id: str, project_id: str, item: _Running, outcome: Outcome) -> None:
-        pipeline = self._pipelines.get(run_id, "unknown")
-        self.metrics.task_duration.labels(pipeline, item.node.id).observe(outcome.seconds)
-        ended = time.time_ns()
-        span = self.tracer.start_span(
-            f"task {item.node.id}",
-            start_time=ended - int(outcome.seconds * 1e9),
-            attributes={
-                "modelyard.task": item.node.id,
-                "modelyard.map_index": item.map_index,
-                "modelyard.outcome": outcome.kind.value,
-            },
-        )
-        span.end(end_time=ended)
-        with transaction(self.sessions) as session:
-            task_run = session.get(TaskRun, item.task_run_id)
-            attempt = session.get(TaskAttempt, item.attempt_id)
-            if task_run is None or attempt is None:
-                return
-            attempt.finished_at = utcnow()
-            attempt.worker_pid = outcome.worker_pid
-            attempt.exit_code = outcome.exit_code
-            attempt.peak_memory_bytes = outcome.peak_memory_bytes
-            attempt.log_ref = self._keep_log(attempt.log_path)
-            if outcome.ok:
-                output = {"ref": outcome.value}
-                attempt.state = AttemptState.SUCCEEDED
-                task_run.output = output
-                task_run.error = None
-                self._settle(task_run, TaskState.SUCCEEDED)
-                self._link(session, project_id, run_id, task_run.id, item, output)
-                if item.cache_key is not None:
-                    self.cache.remember(session, project_id, item.cache_key, output, task_run.id)
-                return
-            error = error_record(outcome)
-            attempt.state = ATTEMPT_STATE[outcome.kind]
-            attempt.error = error
-            task_run.error = error
-            if outcome.kind is OutcomeKind.CANCELLED:
-                self._settle(task_run, TaskState.CANCELLED)
-                return
-            policy = item.node.options.retry
-            if task_run.attempts <= policy.retries and retryable(policy, outcome):
-                task_run.state = TaskState.QUEUED
-                task_run.next_attempt_at = utcnow() + backoff(policy, task_run.attempts)
-                return
-            self._settle(task_run, TaskState.FAILED)
+    # -- outcomes ---------------------------------------------------------------------
+
+    def _record(self, session: Session, run: _Run) -> list[TaskRun]:
+        """Record the attempts that ended; returns their task runs."""
+        if not run.ended:
+            return []
+        ended_ns = time.time_ns()
+        for item, outcome in run.ended:
+            self.metrics.task_duration.labels(run.spec.name, item.node.id).observe(outcome.seconds)
+            span = self.tracer.start_span(
+                f"task {item.node.id}",
+                start_time=ended_ns - int(outcome.seconds * 1e9),
+                attributes={
+                    "modelyard.task": item.node.id,
+                    "modelyard.map_index": item.map_index,
+                    "modelyard.outcome": outcome.kind.value,
+                },
+            )
+            span.end(end_time=ended_ns)
+        # The rows as this engine last wrote them (it is their only writer while it
+        # holds the lease): merged back without reading them again.
+        recorded = []
+        for item, outcome in run.ended:
+            task_run = session.merge(item.task_run, load=False)
+            attempt = session.merge(item.attempt, load=False)
+            self._record_one(session, run, task_run, attempt, item, outcome)
+            recorded.append(task_run)
+        return recorded
+
+    def _record_one(
+        self,
+        session: Session,
+        run: _Run,
+        task_run: TaskRun,
+        attempt: TaskAttempt,
+        item: _Running,
+        outcome: Outcome,
+    ) -> None:
+        attempt.finished_at = utcnow()
+        attempt.worker_pid = outcome.worker_pid
+        attempt.exit_code = outcome.exit_code
+        attempt.peak_memory_bytes = outcome.peak_memory_bytes
+        attempt.log_ref = self._keep_log(attempt.log_path)
+        if outcome.ok:
+            output = {"ref": outcome.value}
+            attempt.state = AttemptState.SUCCEEDED
+            task_run.output = output
+            task_run.error = None
+            self._settle(run, task_run, TaskState.SUCCEEDED)
+            self._link(session, run, task_run.id, item, output)
+            if item.cache_key is not None:
+                self.cache.remember(session, run.project_id, item.cache_key, output, task_run.id)
+            return
+        error = error_record(outcome)
+        attempt.state = ATTEMPT_STATE[outcome.kind]
+        attempt.error = error
+        task_run.error = error
+        if outcome.kind is OutcomeKind.CANCELLED:
+            self._settle(run, task_run, TaskState.CANCELLED)
+            return
+        policy = item.node.options.retry
+        if task_run.attempts <= policy.retries and retryable(policy, outcome):
+            task_run.state = TaskState.QUEUED
+            task_run.next_attempt_at = utcnow() + backoff(policy, task_run.attempts)
+            return
+        self._settle(run, task_run, TaskState.FAILED)
 
     def _keep_log(self, log_path: str | None) -> dict[str, Any] | None:
-        """Copy an attempt's log into the artifact store, where any machine can read it."""
-        if not log_path or not Path(log_path).is_file():
+        """Copy an attempt's log into the artifact store, where any machine can read it
+        (an attempt that printed nothing has no log to keep)."""
+        if not log_path:
+            return None
+        path = Path(log_path)
+        if not path.is_file() or path.stat().st_size == 0:
             return None
         try:
             return self.store.put_file(log_path, media_type="text/plain").model_dump(mode="json")
@@ -767,8 +689,7 @@ class RunEngine:
     def _link(
         self,
         session: Session,
-        project_id: str,
-        run_id: str,
+        run: _Run,
         task_run_id: str,
         item: _Running,
         output: dict[str, Any],
@@ -780,38 +701,33 @@ class RunEngine:
         ]:
             session.add(
                 ArtifactLink(
-                    project_id=project_id,
+                    project_id=run.project_id,
                     digest=digest,
-                    run_id=run_id,
+                    run_id=run.id,
                     task_run_id=task_run_id,
                     direction=direction,
                 )
             )
 
-    def _settled(self, run_id: str) -> bool:
-        with self.sessions() as session:
-            states = session.scalars(select(TaskRun.state).where(TaskRun.run_id == run_id))
-            return all(TaskState(state).finished for state in states)
-
-    def _finish(self, run_id: str, *, cancelled: bool = False) -> RunState:
+    def _finish(self, run: _Run, *, cancelled: bool = False) -> RunState:
         with transaction(self.sessions) as session:
-            run = session.get(PipelineRun, run_id)
-            if run is None:
-                raise RunNotFoundError(f"run {run_id!r} does not exist")
-            task_runs = list(session.scalars(select(TaskRun).where(TaskRun.run_id == run_id)))
+            record = session.get(PipelineRun, run.id)
+            if record is None:
+                raise RunNotFoundError(f"run {run.id!r} does not exist")
+            task_runs = list(session.scalars(select(TaskRun).where(TaskRun.run_id == run.id)))
             if cancelled:
                 for task_run in task_runs:
                     if not TaskState(task_run.state).finished:
-                        self._settle(task_run, TaskState.CANCELLED)
+                        self._settle(run, task_run, TaskState.CANCELLED)
                 state = RunState.CANCELLED
             elif any(TaskState(tr.state) in _FAILED_UPSTREAM for tr in task_runs):
                 failed = sorted(tr.node_id for tr in task_runs if tr.state == TaskState.FAILED)
-                run.error = {"failed_tasks": failed}
+                record.error = {"failed_tasks": failed}
                 state = RunState.FAILED
             else:
                 state = RunState.SUCCEEDED
-            run.state = state
-            run.finished_at = utcnow()
+            record.state = state
+            record.finished_at = utcnow()
             return state
 
 

@@ -6,11 +6,17 @@ Ray worker: every runtime calls this same entrypoint with the same request.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import logging
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
 
 from modelyard.artifacts import ArtifactStore
 from modelyard.pipelines.loader import resolve_target
@@ -46,6 +52,48 @@ def current_context() -> TaskContext:
     return context
 
 
+class _ContextFilter(logging.Filter):
+    """Stamps every record with the attempt it came from."""
+
+    def __init__(self, context: TaskContext) -> None:
+        super().__init__()
+        self.context = context
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.run_id = self.context.run_id
+        record.task = self.context.task
+        record.attempt = self.context.attempt
+        if self.context.map_index >= 0:
+            record.map_index = self.context.map_index
+        return True
+
+
+@contextlib.contextmanager
+def _structured_logs(context: TaskContext) -> Iterator[None]:
+    """What the task logs (``logging``, INFO and up) goes to the attempt's log as JSON
+    lines carrying the run, task and attempt; print() output stays as it is."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.INFO)
+    handler.addFilter(_ContextFilter(context))
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "asctime": "time"},
+        )
+    )
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        handler.flush()
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
 @lru_cache(maxsize=4)
 def _store(url: str) -> ArtifactStore:
     return ArtifactStore(url)
@@ -71,7 +119,8 @@ def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
     )
     token = _context.set(context)
     try:
-        value = function(**kwargs)
+        with _structured_logs(context):
+            value = function(**kwargs)
     finally:
         _context.reset(token)
     return store_output(store, value, request["task_name"]).model_dump(mode="json")

@@ -12,11 +12,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.artifacts import from_settings
 from modelyard.auth.secret_box import load_box
 from modelyard.config import Settings
-from modelyard.pipelines.engine import EngineSettings, RunEngine
-from modelyard.runtimes.local.pool import WorkerPool
+from modelyard.pipelines.engine import ENTRYPOINT, EngineSettings, RunEngine
+from modelyard.runtimes.local.pool import DEFAULT_PRELOAD, WorkerPool
 from modelyard.store.models import Secret
 
 SecretLookup = Callable[[str, tuple[str, ...]], dict[str, str]]
+# Workers import what every attempt needs (pyarrow, pandas, the artifact store) before
+# their first job, so the first task pays no import.
+WORKER_PRELOAD = (*DEFAULT_PRELOAD, ENTRYPOINT.partition(":")[0])
 
 
 def secret_lookup(settings: Settings, sessions: sessionmaker[Session]) -> SecretLookup:
@@ -45,7 +48,7 @@ def local_engine(
     engine_settings = EngineSettings(
         artifacts_url=settings.resolved_artifacts_url, logs_dir=settings.home / "logs"
     )
-    with WorkerPool(size) as pool:
+    with WorkerPool(size, preload=WORKER_PRELOAD) as pool:
         yield RunEngine(
             sessions, pool, store, engine_settings, secrets=secret_lookup(settings, sessions)
         )

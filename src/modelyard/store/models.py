@@ -275,6 +275,9 @@ class TaskRun(Versioned, Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The number of its newest attempt: numbers never repeat, across interruptions and
+    # retried runs (``attempts`` counts only those that spend the retry budget).
+    last_attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # The pool this task run takes slots of while it runs (none for a mapped parent).
     pool: Mapped[str | None] = mapped_column(String(64))
     pool_slots: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -38,6 +39,7 @@ _STOP_GRACE_S = 5.0
 class _Worker:
     process: subprocess.Popen[bytes]
     connection: Connection
+    job_limit: int
     jobs_done: int = 0
 
     def alive(self) -> bool:
@@ -126,8 +128,18 @@ class WorkerPool:
 
     # -- one driver thread per worker slot ---------------------------------------------
 
+    def _warm(self) -> _Worker | None:
+        """A new worker, started (and its imports done) before the job that needs it."""
+        if self._closed:
+            return None
+        try:
+            return self._spawn()
+        except (OSError, RuntimeError) as exc:
+            logger.warning("a worker process could not start (tried again with a job): %s", exc)
+            return None
+
     def _drive(self) -> None:
-        worker: _Worker | None = None
+        worker = self._warm()
         try:
             while True:
                 submission = self._queue.get()
@@ -155,10 +167,13 @@ class WorkerPool:
                     outcome = Outcome(kind=OutcomeKind.CRASHED, error_message=str(exc))
                     healthy = False
                 worker.jobs_done += 1
-                if not healthy or not outcome.ok or worker.jobs_done >= self.max_jobs_per_worker:
+                retire = not healthy or not outcome.ok
+                if retire or worker.jobs_done >= worker.job_limit:
                     self._retire(worker, kill=not healthy)
                     worker = None
                 submission.future.set_result(outcome)
+                if worker is None:
+                    worker = self._warm()
         finally:
             if worker is not None:
                 self._retire(worker, kill=False)
@@ -192,7 +207,10 @@ class WorkerPool:
             raise RuntimeError("a worker process did not report ready")
         with self._lock:
             self.workers_started += 1
-        return _Worker(process=process, connection=connection)
+        # Up to a fifth fewer jobs at random, so workers started together are not all
+        # replaced at the same moment (and the pool never stops taking jobs to do it).
+        spread = random.randrange(self.max_jobs_per_worker // 5 + 1)  # noqa: S311
+        return _Worker(process, connection, job_limit=max(1, self.max_jobs_per_worker - spread))
 
     def _execute(self, worker: _Worker, submission: _Submission) -> tuple[Outcome, bool]:
         """Send one job and wait for its outcome; returns (outcome, worker still usable)."""

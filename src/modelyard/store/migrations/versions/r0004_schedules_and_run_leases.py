@@ -1,4 +1,4 @@
-"""schedules, run leases, pool slots on task runs, peak memory of attempts
+"""schedules, run leases, pool slots and attempt numbers on task runs, peak memory
 
 Revision ID: 0004
 Revises: 0003
@@ -81,6 +81,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("peak_memory_bytes", sa.BigInteger(), nullable=True))
 
     with op.batch_alter_table("task_runs", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("last_attempt", sa.Integer(), nullable=False, server_default="0")
+        )
         batch_op.add_column(sa.Column("pool", sa.String(length=64), nullable=True))
         batch_op.add_column(
             sa.Column("pool_slots", sa.Integer(), nullable=False, server_default="0")
@@ -98,6 +101,7 @@ def downgrade() -> None:
     with op.batch_alter_table("task_runs", schema=None) as batch_op:
         batch_op.drop_index("ix_task_runs_state_pool")
         batch_op.drop_column("pool_slots")
+        batch_op.drop_column("last_attempt")
         batch_op.drop_column("pool")
 
     with op.batch_alter_table("pipeline_runs", schema=None) as batch_op:
