@@ -98,3 +98,23 @@ def test_runs_of_another_project_are_closed(platform: Platform, make_project: Ma
             assert (
                 response.status_code == 403 or response.json()["error"]["code"] == "run/not_found"
             )
+
+
+def test_attempts_and_their_logs_are_for_the_projects_viewers(
+    platform: Platform, make_project: MakeProject
+) -> None:
+    viewer = platform.user("vera")
+    outsider = platform.user("otto")
+    make_project("risk", {"vera": "viewer"})
+    make_project("other", {"otto": "admin"})
+    run_id = add_run(platform, "risk", state="running")
+    path = f"/api/v1/projects/risk/runs/{run_id}/attempts"
+    with platform.client(viewer) as vera, platform.client(outsider) as otto:
+        listed = vera.get(path)
+        no_log = vera.get(f"{path}/nope/log")
+        refused = otto.get(path)
+        refused_log = otto.get(f"{path}/nope/log")
+    assert listed.status_code == 200
+    assert listed.json() == []
+    assert no_log.status_code == 404
+    assert (refused.status_code, refused_log.status_code) == (403, 403)

@@ -30,6 +30,7 @@ from modelyard.pipelines.task import task
 
 @task
 def items(n: int) -> list[int]:
+    print("making", n, "items")
     return list(range(n))
 
 @task
@@ -94,6 +95,17 @@ def test_run_against_a_server_is_driven_by_its_executor(
     assert [r["id"] for r in _json(capsys)] == [done["run_id"]]  # type: ignore[union-attr]
     assert main(["runs", "show", str(done["run_id"]), "-p", "analytics"]) == 0
     assert "3/3 tasks finished" in capsys.readouterr().out
+    assert main(["runs", "logs", str(done["run_id"]), "-p", "analytics", "--task", "items"]) == 0
+    logs = capsys.readouterr().out
+    assert "items · attempt 1" in logs
+    assert "making 4 items" in logs
+    with served.admin() as admin:
+        attempts = admin.get(f"/api/v1/projects/analytics/runs/{done['run_id']}/attempts").json()
+        missing = admin.get(f"/api/v1/projects/analytics/runs/{done['run_id']}/attempts/x/log")
+    assert sorted(a["task"] for a in attempts) == ["items", "stamp", "total"]
+    assert all(a["state"] == "succeeded" and a["peak_memory_bytes"] > 0 for a in attempts)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "attempt/not_found"
 
     assert main(["run", target, "-p", "analytics", "-P", "fail=true", "-o", "json"]) == 1
     failed = _last_json(capsys)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelyard.artifacts import ArtifactStore, from_settings
+from modelyard.artifacts import from_settings
 from modelyard.cli.admin import prepare_home
 from modelyard.cli.common import ProjectOption, client
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
@@ -29,12 +28,13 @@ from modelyard.config import Settings
 from modelyard.errors import NotFoundError, ServiceUnavailableError
 from modelyard.pipelines.loader import load_pipeline
 from modelyard.pipelines.local import local_engine
+from modelyard.pipelines.logs import attempts_of, read_log
 from modelyard.pipelines.runs import check_secrets, request_cancel
 from modelyard.specs.pipelines import PipelineSpec
 from modelyard.specs.runs import RunCreate, RunDetail, RunOut, RunState, TaskRunOut
 from modelyard.store import migrate
 from modelyard.store.db import opened_engine, session_factory, transaction
-from modelyard.store.models import PipelineRun, Project, TaskAttempt, TaskRun
+from modelyard.store.models import PipelineRun, Project, TaskRun
 
 runs_app = typer.Typer(help="Pipeline runs on this machine.", no_args_is_help=True)
 
@@ -269,62 +269,53 @@ def runs_show(run_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
 def runs_logs(
     run_id: str,
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    project: ProjectOption = DEFAULT_PROJECT,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the run finishes.")
     ] = False,
 ) -> None:
-    """Print the captured output of every attempt (or one task's), live with --follow."""
-    settings = Settings()
-    store = from_settings(settings)
+    """Print what every attempt (or one task's) printed and logged, live with --follow."""
     offsets: dict[str, int] = {}
-    with store_sessions(settings) as sessions:
-        _require_run(sessions, run_id)
-        while True:
-            finished = _run_finished(sessions, run_id)
-            for name, attempt in _attempts(sessions, run_id, task):
-                _print_new_output(store, name, attempt, offsets)
-            if not follow or finished:
-                break
-            time.sleep(0.2)
+    api = remote_client()
+    if api is not None:
+        with api:
+            while True:
+                finished = RunState(api.get_run(project, run_id).state).finished
+                for attempt in api.list_attempts(project, run_id, task=task):
+                    offset = offsets.get(attempt.id, 0)
+                    data = api.attempt_log(project, run_id, attempt.id, offset=offset)
+                    _print_new_output(attempt.id, attempt.task, attempt.number, data, offsets)
+                if not follow or finished:
+                    break
+                time.sleep(0.2)
+    else:
+        settings = Settings()
+        store = from_settings(settings)
+        with store_sessions(settings) as sessions:
+            _require_run(sessions, run_id)
+            while True:
+                finished = _run_finished(sessions, run_id)
+                with sessions() as session:
+                    attempts = attempts_of(session, run_id, task)
+                for name, row in attempts:
+                    data = read_log(store, row, offsets.get(row.id, 0))
+                    _print_new_output(row.id, name, row.number, data, offsets)
+                if not follow or finished:
+                    break
+                time.sleep(0.2)
     if not offsets:
         console.print("[dim](no attempts yet)[/dim]")
 
 
-def _attempts(
-    sessions: sessionmaker[Session], run_id: str, task: str | None
-) -> list[tuple[str, TaskAttempt]]:
-    with sessions() as session:
-        query = (
-            select(TaskRun.node_id, TaskRun.map_index, TaskAttempt)
-            .join(TaskAttempt, TaskAttempt.task_run_id == TaskRun.id)
-            .where(TaskRun.run_id == run_id)
-            .order_by(TaskAttempt.started_at)
-        )
-        if task is not None:
-            query = query.where(TaskRun.node_id == task)
-        rows = session.execute(query).all()
-    return [(node if index < 0 else f"{node}[{index}]", attempt) for node, index, attempt in rows]
-
-
 def _print_new_output(
-    store: ArtifactStore, name: str, attempt: TaskAttempt, offsets: dict[str, int]
+    attempt_id: str, name: str, number: int, data: bytes, offsets: dict[str, int]
 ) -> None:
-    """Print what the attempt wrote since last time: from its live file on this machine,
-    else (finished elsewhere) from the copy in the artifact store."""
-    if attempt.id not in offsets:
-        console.rule(f"{name} · attempt {attempt.number}")
-        offsets[attempt.id] = 0
-    path = Path(attempt.log_path) if attempt.log_path else None
-    if path is not None and path.is_file():
-        with path.open("rb") as handle:
-            handle.seek(offsets[attempt.id])
-            data = handle.read()
-    elif attempt.log_ref is not None and offsets[attempt.id] == 0:
-        data = store.get_bytes(str(attempt.log_ref["digest"]))
-    else:
-        data = b""
+    """Print what an attempt wrote since last time, under a rule naming it once."""
+    if attempt_id not in offsets:
+        console.rule(f"{name} · attempt {number}")
+        offsets[attempt_id] = 0
     if data:
-        offsets[attempt.id] += len(data)
+        offsets[attempt_id] += len(data)
         text = data.decode(errors="replace").rstrip("\n")
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 

@@ -32,7 +32,7 @@ from modelyard.specs.projects import (
     SecretOut,
     SecretPut,
 )
-from modelyard.specs.runs import RetryOut, RunCreate, RunDetail, RunOut
+from modelyard.specs.runs import AttemptOut, RetryOut, RunCreate, RunDetail, RunOut
 from modelyard.specs.schedules import ScheduleApply, ScheduleOut, ScheduleUpdate
 
 M = TypeVar("M", bound=BaseModel)
@@ -263,6 +263,19 @@ class ModelyardClient:
     def cancel_run(self, project: str, run_id: str) -> RunOut:
         path = f"/api/v1/projects/{_seg(project)}/runs/{_seg(run_id)}/cancel"
         return RunOut.model_validate(self.request("POST", path).json())
+
+    def list_attempts(
+        self, project: str, run_id: str, *, task: str | None = None
+    ) -> list[AttemptOut]:
+        path = f"/api/v1/projects/{_seg(project)}/runs/{_seg(run_id)}/attempts"
+        body = self.request("GET", path, params={"task": task}).json()
+        return [AttemptOut.model_validate(item) for item in body]
+
+    def attempt_log(self, project: str, run_id: str, attempt_id: str, *, offset: int = 0) -> bytes:
+        path = (
+            f"/api/v1/projects/{_seg(project)}/runs/{_seg(run_id)}/attempts/{_seg(attempt_id)}/log"
+        )
+        return self.request("GET", path, params={"offset": offset}).content
 
     # -- schedules -------------------------------------------------------------------
 

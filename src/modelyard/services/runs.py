@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from modelyard.artifacts import from_settings
 from modelyard.auth.roles import Permission
 from modelyard.errors import NotFoundError
+from modelyard.pipelines.logs import attempts_of, read_log
 from modelyard.pipelines.runs import (
     NewRun,
     cancel_run,
@@ -17,7 +19,7 @@ from modelyard.pipelines.runs import (
 )
 from modelyard.services.context import ServiceContext
 from modelyard.specs.runs import RunCreate
-from modelyard.store.models import PipelineRun, Project, TaskRun
+from modelyard.store.models import PipelineRun, Project, TaskAttempt, TaskRun
 from modelyard.store.pagination import Page
 from modelyard.store.repositories import RunRepository
 
@@ -77,6 +79,27 @@ class RunService:
             self.ctx.flush(f"run {run_id!r}")
             self.ctx.audit("run.cancel", "run", run_id, project=record)
         return run
+
+    def attempts(
+        self, project: str, run_id: str, task: str | None = None
+    ) -> Sequence[tuple[str, TaskAttempt]]:
+        """The run's attempts, oldest first (viewer)."""
+        record = self.ctx.project(project, Permission.READ)
+        run = self._load(record, run_id)
+        return attempts_of(self.ctx.session, run.id, task)
+
+    def log(self, project: str, run_id: str, attempt_id: str, offset: int = 0) -> bytes:
+        """What one attempt printed and logged, from ``offset`` on (viewer)."""
+        record = self.ctx.project(project, Permission.READ)
+        run = self._load(record, run_id)
+        for _name, attempt in attempts_of(self.ctx.session, run.id):
+            if attempt.id == attempt_id:
+                return read_log(from_settings(self.ctx.settings), attempt, offset)
+        raise NotFoundError(
+            f"run {run_id!r} has no attempt {attempt_id!r}",
+            code="attempt/not_found",
+            details={"run": run_id, "attempt": attempt_id},
+        )
 
     def _load(self, project: Project, run_id: str) -> PipelineRun:
         run = self.runs.find(project.id, run_id)

@@ -110,3 +110,17 @@ class RetryOut(Spec):
 
 class RunDetail(RunOut):
     tasks: list[TaskRunOut]
+
+
+class AttemptOut(Spec):
+    """One attempt of a task: how it went and what it used."""
+
+    id: str
+    task: str = Field(description="The task, or 'task[i]' for item i of a mapped task.")
+    number: int
+    state: str
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+    peak_memory_bytes: int | None
+    error: dict[str, Any] | None
