@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from sqlalchemy import select
@@ -85,6 +85,13 @@ class _Running:
     cache_key: str | None
     inputs: dict[str, Any]
     cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class _Ended(NamedTuple):
+    task_run: TaskRun
+    attempt: TaskAttempt
+    item: _Running
+    outcome: Outcome
 
 
 @dataclass
@@ -293,11 +300,11 @@ class RunEngine:
     def _step(self, run: _Run, cancelling: bool) -> None:
         """One transaction: record what ended, then (unless cancelling) decide what is
         ready and dispatch it."""
-        starting: list[tuple[Job, _Running]] = []
         with transaction(self.sessions) as session:
             # The states in memory follow the store's within the transaction: should it
             # fail, the engine stops and a restart reloads them.
-            run.progress.update(self._record(session, run))
+            recorded = self._record(session, run)
+            run.progress.update(ended.task_run for ended in recorded)
             if cancelling:
                 for item in run.running.values():
                     item.cancel.set()
@@ -305,18 +312,17 @@ class RunEngine:
                 with session.no_autoflush:  # rows already here are the ones this step changed
                     rows = self._working_set(session, run)
                 self._advance(session, run, rows)
-                starting = self._dispatch(session, run, rows)
+                self._dispatch(session, run, rows)
                 run.progress.update(rows.values())
                 self._report_queue(session)
+            self._bookkeep(session, run, recorded)
         run.ended.clear()
-        for job, item in starting:  # once their attempts are in the store
-            run.running[self.pool.submit(job, cancel=item.cancel)] = item
 
     def _record_ended(self, run: _Run) -> None:
         if not run.ended:
             return
         with transaction(self.sessions) as session:
-            self._record(session, run)
+            self._bookkeep(session, run, self._record(session, run))
         run.ended.clear()
 
     def _interrupt(self, item: _Running) -> None:
@@ -468,12 +474,14 @@ class RunEngine:
         parent.output = {"items": [child.output for child in children]}
         self._settle(run, parent, TaskState.SUCCEEDED)
 
-    def _dispatch(
-        self, session: Session, run: _Run, rows: dict[Key, TaskRun]
-    ) -> list[tuple[Job, _Running]]:
-        """Start attempts of the queued task runs there is room for; returns their jobs,
-        to submit once the attempts are committed."""
-        starting: list[tuple[Job, _Running]] = []
+    def _dispatch(self, session: Session, run: _Run, rows: dict[Key, TaskRun]) -> None:
+        """Start attempts of the queued task runs there is room for.
+
+        Jobs are submitted at once: the step's writes are flushed and committed while the
+        first task runs. Should the commit fail, the engine stops and these attempts are
+        interrupted like any others (their rows never existed); a task may then run again,
+        as after any crash.
+        """
         now = utcnow()
         queued = sorted(
             (tr for tr in rows.values() if tr.state == TaskState.QUEUED),
@@ -485,10 +493,7 @@ class RunEngine:
         )
         mapped_items: dict[str, list[dict[str, Any]]] = {}
         for task_run in due:
-            if (
-                run.max_parallel is not None
-                and len(run.running) + len(starting) >= run.max_parallel
-            ):
+            if run.max_parallel is not None and len(run.running) >= run.max_parallel:
                 break
             node = run.nodes[task_run.node_id]
             pool, slots = node.options.pool, node.options.pool_slots
@@ -529,8 +534,7 @@ class RunEngine:
             )
             if pool is not None:
                 in_use[pool] = in_use.get(pool, 0) + slots
-            starting.append((job, item))
-        return starting
+            run.running[self.pool.submit(job, cancel=item.cancel)] = item
 
     def _start_attempt(
         self,
@@ -607,12 +611,57 @@ class RunEngine:
 
     # -- outcomes ---------------------------------------------------------------------
 
-    def _record(self, session: Session, run: _Run) -> list[TaskRun]:
-        """Record the attempts that ended; returns their task runs."""
-        if not run.ended:
-            return []
-        ended_ns = time.time_ns()
+    def _record(self, session: Session, run: _Run) -> list[_Ended]:
+        """Decide what the attempts that ended mean for their tasks: output, retry or
+        failure. The attempts' own records are written by :meth:`_bookkeep`, after the
+        tasks this makes ready have started."""
+        recorded = []
         for item, outcome in run.ended:
+            # The rows as this engine last wrote them (it is their only writer while it
+            # holds the lease): merged back without reading them again.
+            task_run = session.merge(item.task_run, load=False)
+            attempt = session.merge(item.attempt, load=False)
+            self._decide(run, task_run, item, outcome)
+            recorded.append(_Ended(task_run, attempt, item, outcome))
+        return recorded
+
+    def _decide(self, run: _Run, task_run: TaskRun, item: _Running, outcome: Outcome) -> None:
+        if outcome.ok:
+            task_run.output = {"ref": outcome.value}
+            task_run.error = None
+            self._settle(run, task_run, TaskState.SUCCEEDED)
+            return
+        task_run.error = error_record(outcome)
+        if outcome.kind is OutcomeKind.CANCELLED:
+            self._settle(run, task_run, TaskState.CANCELLED)
+            return
+        policy = item.node.options.retry
+        if task_run.attempts <= policy.retries and retryable(policy, outcome):
+            task_run.state = TaskState.QUEUED
+            task_run.next_attempt_at = utcnow() + backoff(policy, task_run.attempts)
+            return
+        self._settle(run, task_run, TaskState.FAILED)
+
+    def _bookkeep(self, session: Session, run: _Run, recorded: list[_Ended]) -> None:
+        """The attempts' own records: how they ended, their logs, lineage, the cache,
+        their metrics and spans."""
+        ended_ns = time.time_ns()
+        for task_run, attempt, item, outcome in recorded:
+            attempt.finished_at = utcnow()
+            attempt.worker_pid = outcome.worker_pid
+            attempt.exit_code = outcome.exit_code
+            attempt.peak_memory_bytes = outcome.peak_memory_bytes
+            attempt.log_ref = self._keep_log(attempt.log_path)
+            attempt.state = ATTEMPT_STATE[outcome.kind]
+            if outcome.ok:
+                output = {"ref": outcome.value}
+                self._link(session, run, task_run.id, item, output)
+                if item.cache_key is not None:
+                    self.cache.remember(
+                        session, run.project_id, item.cache_key, output, task_run.id
+                    )
+            else:
+                attempt.error = task_run.error
             self.metrics.task_duration.labels(run.spec.name, item.node.id).observe(outcome.seconds)
             span = self.tracer.start_span(
                 f"task {item.node.id}",
@@ -624,53 +673,6 @@ class RunEngine:
                 },
             )
             span.end(end_time=ended_ns)
-        # The rows as this engine last wrote them (it is their only writer while it
-        # holds the lease): merged back without reading them again.
-        recorded = []
-        for item, outcome in run.ended:
-            task_run = session.merge(item.task_run, load=False)
-            attempt = session.merge(item.attempt, load=False)
-            self._record_one(session, run, task_run, attempt, item, outcome)
-            recorded.append(task_run)
-        return recorded
-
-    def _record_one(
-        self,
-        session: Session,
-        run: _Run,
-        task_run: TaskRun,
-        attempt: TaskAttempt,
-        item: _Running,
-        outcome: Outcome,
-    ) -> None:
-        attempt.finished_at = utcnow()
-        attempt.worker_pid = outcome.worker_pid
-        attempt.exit_code = outcome.exit_code
-        attempt.peak_memory_bytes = outcome.peak_memory_bytes
-        attempt.log_ref = self._keep_log(attempt.log_path)
-        if outcome.ok:
-            output = {"ref": outcome.value}
-            attempt.state = AttemptState.SUCCEEDED
-            task_run.output = output
-            task_run.error = None
-            self._settle(run, task_run, TaskState.SUCCEEDED)
-            self._link(session, run, task_run.id, item, output)
-            if item.cache_key is not None:
-                self.cache.remember(session, run.project_id, item.cache_key, output, task_run.id)
-            return
-        error = error_record(outcome)
-        attempt.state = ATTEMPT_STATE[outcome.kind]
-        attempt.error = error
-        task_run.error = error
-        if outcome.kind is OutcomeKind.CANCELLED:
-            self._settle(run, task_run, TaskState.CANCELLED)
-            return
-        policy = item.node.options.retry
-        if task_run.attempts <= policy.retries and retryable(policy, outcome):
-            task_run.state = TaskState.QUEUED
-            task_run.next_attempt_at = utcnow() + backoff(policy, task_run.attempts)
-            return
-        self._settle(run, task_run, TaskState.FAILED)
 
     def _keep_log(self, log_path: str | None) -> dict[str, Any] | None:
         """Copy an attempt's log into the artifact store, where any machine can read it

@@ -11,6 +11,7 @@ from modelyard.specs.pipelines import RetryPolicy
 from modelyard.specs.runs import AttemptState
 
 ATTEMPT_STATE = {
+    OutcomeKind.SUCCEEDED: AttemptState.SUCCEEDED,
     OutcomeKind.RAISED: AttemptState.FAILED,
     OutcomeKind.CRASHED: AttemptState.CRASHED,
     OutcomeKind.TIMED_OUT: AttemptState.TIMED_OUT,

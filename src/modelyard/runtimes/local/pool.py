@@ -71,7 +71,7 @@ class WorkerPool:
         self,
         size: int,
         *,
-        max_jobs_per_worker: int = 500,
+        max_jobs_per_worker: int = 2000,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         stop_grace: float = _STOP_GRACE_S,
     ) -> None:
