@@ -26,6 +26,7 @@ from modelyard.cli.run_view import watch as watch_run
 from modelyard.client import ModelyardClient
 from modelyard.config import Settings
 from modelyard.errors import NotFoundError, ServiceUnavailableError
+from modelyard.pipelines.engine import RunEngine
 from modelyard.pipelines.loader import load_pipeline
 from modelyard.pipelines.local import local_engine
 from modelyard.pipelines.logs import attempts_of, read_log
@@ -165,36 +166,30 @@ def _run_here(
     watch: bool,
     output: OutputFormat,
 ) -> tuple[RunState, str]:
-    settings = Settings()
-    prepare_home(settings)
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
-        project_id = project_id_for(sessions, project, create=project == DEFAULT_PROJECT)
-        with sessions() as session:
-            check_secrets(session, project_id, project, spec)
-        with local_engine(settings, sessions, workers) as engine:
-            run_id = engine.create_run(
-                project_id,
-                spec,
-                params,
-                logical_date=logical_date,
-                created_by="local",
-                max_parallelism=max_parallelism,
-            )
-            if not (watch and output is OutputFormat.table):
-                return engine.execute(run_id), run_id
-            with Live(_local_view(sessions, run_id), console=console, refresh_per_second=8) as live:
-                last = [0.0]
+    with engine_here(project, spec, workers) as (engine, project_id):
+        sessions = engine.sessions
+        run_id = engine.create_run(
+            project_id,
+            spec,
+            params,
+            logical_date=logical_date,
+            created_by="local",
+            max_parallelism=max_parallelism,
+        )
+        if not (watch and output is OutputFormat.table):
+            return engine.execute(run_id), run_id
+        with Live(_local_view(sessions, run_id), console=console, refresh_per_second=8) as live:
+            last = [0.0]
 
-                def refresh(_run_id: str) -> None:
-                    if time.monotonic() - last[0] > 0.12:
-                        last[0] = time.monotonic()
-                        live.update(_local_view(sessions, run_id))
+            def refresh(_run_id: str) -> None:
+                if time.monotonic() - last[0] > 0.12:
+                    last[0] = time.monotonic()
+                    live.update(_local_view(sessions, run_id))
 
-                state = engine.execute(run_id, on_change=refresh)
-                live.update(_local_view(sessions, run_id))
-            console.print()
-            return state, run_id
+            state = engine.execute(run_id, on_change=refresh)
+            live.update(_local_view(sessions, run_id))
+        console.print()
+        return state, run_id
 
 
 @runs_app.command("list")
@@ -370,6 +365,27 @@ def runs_cancel(run_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
     console.print(
         f"cancellation requested for run {run_id}" if running else f"run {run_id} is not running"
     )
+
+
+@contextmanager
+def engine_here(
+    project: str, spec: PipelineSpec, workers: int | None
+) -> Iterator[tuple[RunEngine, str]]:
+    """This machine's store (prepared) and a warm engine, to run ``spec`` in ``project``
+    (created if it is the default one); yields the engine and the project's id.
+
+    Raises:
+        PipelineDefinitionError: a task needs a secret the project does not have.
+    """
+    settings = Settings()
+    prepare_home(settings)
+    with opened_engine(settings.resolved_database_url) as store_engine:
+        sessions = session_factory(store_engine)
+        project_id = project_id_for(sessions, project, create=project == DEFAULT_PROJECT)
+        with sessions() as session:
+            check_secrets(session, project_id, project, spec)
+        with local_engine(settings, sessions, workers) as engine:
+            yield engine, project_id
 
 
 @contextmanager

@@ -12,20 +12,15 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from modelyard.cli.admin import prepare_home
 from modelyard.cli.common import ProjectOption, client
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit, emit_message
-from modelyard.cli.runs import DEFAULT_PROJECT, parse_params, project_id_for
-from modelyard.config import Settings
+from modelyard.cli.runs import DEFAULT_PROJECT, engine_here, parse_params
 from modelyard.errors import InvalidInputError
 from modelyard.pipelines import backfill as backfills
 from modelyard.pipelines.loader import load_pipeline
-from modelyard.pipelines.local import local_engine
-from modelyard.pipelines.runs import check_secrets
 from modelyard.pipelines.scheduling import Intervals
 from modelyard.specs.runs import RunState
 from modelyard.specs.schedules import ScheduleApply, ScheduleSpec
-from modelyard.store.db import opened_engine, session_factory
 
 schedules_app = typer.Typer(
     help="Pipeline schedules (the scheduler in 'modelyard up' creates their runs).",
@@ -127,8 +122,7 @@ def pause(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Stop creating runs (running ones go on)."""
-    with client() as api:
-        emit(api.set_schedule_paused(project, pipeline, True), output, columns=COLUMNS)
+    _set_paused(pipeline, project, output, paused=True)
 
 
 @schedules_app.command("unpause")
@@ -138,8 +132,12 @@ def unpause(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Start creating runs again (missed intervals only with catchup)."""
+    _set_paused(pipeline, project, output, paused=False)
+
+
+def _set_paused(pipeline: str, project: str, output: OutputFormat, *, paused: bool) -> None:
     with client() as api:
-        emit(api.set_schedule_paused(project, pipeline, False), output, columns=COLUMNS)
+        emit(api.set_schedule_paused(project, pipeline, paused), output, columns=COLUMNS)
 
 
 @schedules_app.command("trigger")
@@ -198,37 +196,28 @@ def backfill(
             f"no interval of {schedule.cron!r} starts between {first} and {last}",
             code="backfill/empty",
         )
-    settings = Settings()
-    prepare_home(settings)
     started = time.monotonic()
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
-        project_id = project_id_for(sessions, project, create=project == DEFAULT_PROJECT)
-        with sessions() as session:
-            check_secrets(session, project_id, project, spec)
-        with local_engine(settings, sessions, workers) as engine:
-            planned = backfills.plan(
-                engine, project_id, spec, params, dates, rerun_failed=rerun_failed
+    with engine_here(project, spec, workers) as (engine, project_id):
+        planned = backfills.plan(engine, project_id, spec, params, dates, rerun_failed=rerun_failed)
+        with Progress(
+            TextColumn(f"backfill {spec.name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=output is not OutputFormat.table,
+        ) as progress:
+            bar = progress.add_task(
+                "runs", total=sum(i.action != "skipped" for i in planned), failed=0
             )
-            with Progress(
-                TextColumn(f"backfill {spec.name}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed"),
-                TimeElapsedColumn(),
-                console=console,
-                disable=output is not OutputFormat.table,
-            ) as progress:
-                bar = progress.add_task(
-                    "runs", total=sum(i.action != "skipped" for i in planned), failed=0
-                )
-                failures = [0]
+            failures = [0]
 
-                def done(_interval: backfills.Interval, state: RunState) -> None:
-                    failures[0] += state is not RunState.SUCCEEDED
-                    progress.update(bar, advance=1, failed=failures[0])
+            def done(_interval: backfills.Interval, state: RunState) -> None:
+                failures[0] += state is not RunState.SUCCEEDED
+                progress.update(bar, advance=1, failed=failures[0])
 
-                states = backfills.drive(engine, planned, schedule.max_active_runs, done)
+            states = backfills.drive(engine, planned, schedule.max_active_runs, done)
     _report(planned, states, output, time.monotonic() - started)
     if any(state is not RunState.SUCCEEDED for state in states.values()):
         raise typer.Exit(1)
