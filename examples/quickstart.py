@@ -362,6 +362,9 @@ def run_demo(home: Path) -> dict[str, Any]:
         step(3, "the superuser at work, through modelyard.client.ModelyardClient")
         facts = use_the_api(url, token)
 
+        step(4, "a pipeline run queued on the server, driven by its run executor")
+        facts["server_run"] = run_on_server(executable, env, url, token)
+
         step(5, "metrics")
         facts["metric_series"] = show_metrics(url)
 
@@ -374,6 +377,9 @@ def run_demo(home: Path) -> dict[str, Any]:
 
     step(7, "a pipeline: the taxi example, then the same run again (all cached)")
     facts["pipeline"] = run_taxi_pipeline(executable, env)
+
+    step(8, "backfill: the taxi pipeline once per day, each run covering its day")
+    facts["backfill"] = backfill_taxi(executable, env)
     facts.update(home=home, url=url, seconds=time.monotonic() - started)
     return facts
 
@@ -416,7 +422,46 @@ def run_taxi_pipeline(executable: Path, env: dict[str, str]) -> str:
     if shown.stdout.count("│ cached") < 8:
         raise DemoError(f"the second taxi run was not fully cached:\n{shown.stdout}")
     console.print(shown.stdout, highlight=False, markup=False)
-    return f"{TAXI_ROWS:,} trips through 8 tasks; the second run was entirely cached"
+    return f"{TAXI_ROWS:,} trips through 9 tasks; the second run was entirely cached"
+
+
+SERVER_ROWS = 20_000
+
+
+def run_on_server(executable: Path, env: dict[str, str], url: str, token: str) -> str:
+    """``modelyard run`` with MODELYARD_URL set: queued through the API, run by ``up``."""
+    remote = {**env, "MODELYARD_URL": url, "MODELYARD_TOKEN": token}
+    target = f"{TAXI_PIPELINE}:taxi"
+    done = subprocess.run(  # noqa: S603  (our own executable, fixed arguments)
+        [str(executable), "run", target, "-p", PROJECT, "-P", f"rows={SERVER_ROWS}"],
+        env=remote,
+        stdin=subprocess.DEVNULL,
+        timeout=COMMAND_TIMEOUT_S * 5,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DemoError(f"the run on the server failed (exit code {done.returncode})")
+    return f"{SERVER_ROWS:,} trips, queued through the API and run by the server's executor"
+
+
+BACKFILL_DAYS = ("2024-01-01", "2024-01-03")
+
+
+def backfill_taxi(executable: Path, env: dict[str, str]) -> str:
+    """One run per day (the pipeline is scheduled @daily), here, with a progress bar."""
+    target = f"{TAXI_PIPELINE}:taxi"
+    start, end = BACKFILL_DAYS
+    command = [str(executable), "backfill", target, "--start", start, "--end", end]
+    done = subprocess.run(  # noqa: S603  (our own executable, fixed arguments)
+        [*command, "-P", f"rows={SERVER_ROWS}"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=COMMAND_TIMEOUT_S * 5,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DemoError(f"the backfill failed (exit code {done.returncode})")
+    return f"3 daily runs, {start} to {end}, each over its own day"
 
 
 def summary(facts: dict[str, Any], kept: bool) -> Panel:
@@ -430,7 +475,9 @@ def summary(facts: dict[str, Any], kept: bool) -> Panel:
         f"audit events  {facts['audit_events']} shown, newest first",
         f"metrics       {facts['metric_series']} modelyard_http_requests_total series",
         f"shutdown      {facts['shutdown']}",
+        f"server run    {facts['server_run']}",
         f"pipeline      {facts['pipeline']}",
+        f"backfill      {facts['backfill']}",
         f"took          {facts['seconds']:.1f} s",
     ]
     return Panel(

@@ -32,7 +32,7 @@ def run_demo(home: Path) -> DemoRun:
         env=env,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=240,
         check=False,
     )
     return DemoRun(home=home, code=done.returncode, out=done.stdout, err=done.stderr)
@@ -60,6 +60,10 @@ def test_the_demo_runs_every_step(demo: DemoRun) -> None:
         "secrets of credit-risk (names only)",
         "audit log (newest first)",
         'modelyard_http_requests_total{code="201",method="POST",route="/api/v1/projects"} 1.0',
+        "4. a pipeline run queued on the server, driven by its run executor",
+        "queued through the API and run by the server's executor",
+        "backfill: 3 interval(s)",
+        "3 daily runs, 2024-01-01 to 2024-01-03, each over its own day",
         "shutdown: graceful",
         "demo finished: every step worked",
     ):

@@ -103,6 +103,8 @@ def test_a_failed_run_exits_1_and_retry_reruns_it(
         (["-P", "n=many"], "invalid parameters: n"),
         (["-P", "colour=red"], "colour"),
         (["-P", "novalue"], "is not key=value"),
+        (["-p", "n=3"], "parameters are given with -P key=value"),
+        (["--runtime", "mars"], "unknown runtime 'mars'; available: local"),
     ],
 )
 def test_bad_parameters_are_usage_errors(

@@ -10,6 +10,7 @@ import pytest
 from examples.taxi.generate import expected_bad_rows
 from modelyard.pipelines.loader import load_pipeline
 from modelyard.specs.runs import RunState, TaskState
+from tests.artifacts.conftest import s3_endpoint as s3_endpoint
 from tests.pipelines.conftest import Runner
 from tests.pipelines.conftest import runner as runner
 from tests.pipelines.conftest import worker_pool as worker_pool
@@ -60,3 +61,38 @@ def test_a_scheduled_taxi_run_covers_its_logical_day(runner: Runner) -> None:
     assert trips is not None
     days = runner.store.read_table(trips["ref"]["digest"])["tpep_pickup_datetime"]
     assert {value.date() for value in days.to_pylist()} == {date(2024, 3, 5)}
+
+
+def test_the_taxi_pipeline_from_the_cli_on_s3_twice_the_second_fully_cached(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import uuid
+
+    from sqlalchemy import select
+
+    from modelyard.cli.main import main
+    from modelyard.cli.runs import store_sessions
+    from modelyard.config import Settings
+    from modelyard.store.models import TaskRun
+    from tests.artifacts.conftest import BUCKET, CREDENTIALS, REGION
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["secret"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("MODELYARD_ARTIFACTS_URL", f"s3://{BUCKET}/{uuid.uuid4().hex}")
+    args = ["run", f"{PIPELINE}:taxi", "-P", "rows=5000", "--workers", "2", "-o", "json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["state"] == second["state"] == "succeeded"
+    with store_sessions(Settings()) as sessions, sessions() as session:
+        states = set(
+            session.scalars(select(TaskRun.state).where(TaskRun.run_id == second["run_id"]))
+        )
+    assert states == {"cached"}  # no task ran again
+    assert main(["artifacts", "list", "--run", first["run_id"], "-o", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed, "the first run's artifacts are listed from S3"

@@ -31,6 +31,7 @@ from modelyard.pipelines.loader import load_pipeline
 from modelyard.pipelines.local import local_engine
 from modelyard.pipelines.logs import attempts_of, read_log
 from modelyard.pipelines.runs import check_secrets, request_cancel
+from modelyard.runtimes import check_runtime
 from modelyard.specs.pipelines import PipelineSpec
 from modelyard.specs.runs import RunCreate, RunDetail, RunOut, RunState, TaskRunOut
 from modelyard.store import migrate
@@ -97,6 +98,7 @@ def run(
     logical_date: Annotated[datetime | None, typer.Option(help="The run's logical date.")] = None,
     max_parallelism: Annotated[int | None, typer.Option(min=1)] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes.")] = None,
+    runtime: Annotated[str, typer.Option(help="Where tasks run.")] = "local",
     watch: Annotated[
         bool, typer.Option(help="Show live task states and wait for the run to finish.")
     ] = True,
@@ -104,6 +106,7 @@ def run(
 ) -> None:
     """Run a pipeline: here, on the embedded store, or on the server MODELYARD_URL names
     (queued there, driven by its run executor)."""
+    check_options(project, runtime)
     definition = load_pipeline(target)
     spec = definition.spec(target)
     params = definition.validate_params(parse_params(param))
@@ -115,7 +118,11 @@ def run(
             created = api.create_run(
                 project,
                 RunCreate(
-                    spec=spec, params=params, logical_date=when, max_parallelism=max_parallelism
+                    spec=spec,
+                    params=params,
+                    logical_date=when,
+                    max_parallelism=max_parallelism,
+                    runtime=runtime,
                 ),
             )
             run_id = created.id
@@ -140,6 +147,18 @@ def run(
     )
     if state is not RunState.SUCCEEDED:
         raise typer.Exit(1)
+
+
+def check_options(project: str, runtime: str) -> None:
+    if "=" in project:
+        raise typer.BadParameter(
+            f"{project!r} is not a project name; parameters are given with -P key=value",
+            param_hint="--project",
+        )
+    try:
+        check_runtime(runtime)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runtime") from exc
 
 
 def _follow(

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from modelyard.cli.common import ProjectOption, client
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit, emit_message
-from modelyard.cli.runs import DEFAULT_PROJECT, engine_here, parse_params
+from modelyard.cli.runs import DEFAULT_PROJECT, check_options, engine_here, parse_params
 from modelyard.errors import InvalidInputError
 from modelyard.pipelines import backfill as backfills
 from modelyard.pipelines.loader import load_pipeline
@@ -178,6 +178,7 @@ def backfill(
 ) -> None:
     """Run a pipeline once per interval of its schedule between two dates, here, with
     each run's logical date; intervals that already ran are skipped."""
+    check_options(project, "local")
     definition = load_pipeline(target)
     spec = definition.spec(target)
     params = definition.validate_params(parse_params(param))

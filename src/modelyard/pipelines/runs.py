@@ -63,6 +63,7 @@ class NewRun:
     interval_key: str | None = None
     owner: str | None = None
     lease: timedelta = DEFAULT_LEASE
+    runtime: str = "local"
 
 
 def interval_key(pipeline: str, logical_date: datetime) -> str:
@@ -191,6 +192,7 @@ def create_run(
         logical_date=new.logical_date.astimezone(UTC) if new.logical_date else None,
         state=RunState.QUEUED,
         trigger=new.trigger,
+        runtime=new.runtime,
         created_by=new.created_by,
         max_parallelism=new.max_parallelism,
         schedule_id=new.schedule_id,

@@ -29,4 +29,20 @@ class Runtime(Protocol):
         ...
 
 
-__all__ = ["Job", "Outcome", "OutcomeKind", "Runtime"]
+# Backends by name, as "module:class", imported only when used so that optional
+# dependencies stay optional. Kubernetes and Ray join this registry with their backends.
+RUNTIMES: dict[str, str] = {"local": "modelyard.runtimes.local.pool:WorkerPool"}
+
+
+def check_runtime(name: str) -> str:
+    """``name`` if a runtime of that name is registered.
+
+    Raises:
+        ValueError: no such runtime; the message lists those there are.
+    """
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; available: {', '.join(sorted(RUNTIMES))}")
+    return name
+
+
+__all__ = ["RUNTIMES", "Job", "Outcome", "OutcomeKind", "Runtime", "check_runtime"]

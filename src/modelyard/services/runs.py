@@ -50,6 +50,7 @@ class RunService:
                 logical_date=spec.logical_date,
                 created_by=self.ctx.principal.name,
                 max_parallelism=spec.max_parallelism,
+                runtime=spec.runtime,
             ),
         )
         self.ctx.audit(

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from modelyard.runtimes import check_runtime
 from modelyard.specs.common import Spec
 from modelyard.specs.pipelines import PipelineSpec
 
@@ -76,6 +77,12 @@ class RunCreate(Spec):
     params: dict[str, Any] = Field(default_factory=dict)
     logical_date: datetime | None = None
     max_parallelism: int | None = Field(default=None, ge=1)
+    runtime: str = "local"
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        return check_runtime(value)
 
     @field_validator("logical_date")
     @classmethod
