@@ -1,0 +1,95 @@
+"""Training jobs: what to run, on how many workers, and what to do when one fails."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from modelyard.specs.common import Spec
+from modelyard.specs.resources import Resources
+
+# Exit codes a worker gets when it is killed by a signal (128 + signal number) or, as
+# Python reports them, negative numbers: SIGKILL (an out-of-memory kill), SIGTERM
+# (preemption, eviction) and SIGSEGV/SIGBUS (a device or driver fault).
+SIGNAL_EXIT_CODES = (-9, -15, -11, -7, 137, 143, 139, 135)
+
+
+class FailurePolicy(Spec):
+    """When a failed gang is started again (from its latest checkpoint) and when the job
+    fails at once, as Kubeflow's ``ExitCode`` restart policy decides it.
+
+    A worker killed by a signal (out of memory, preempted, a device fault) is retried;
+    a worker that exits with a code of its own (a bug in the user's code) fails the job,
+    unless that code or the exception it raised is listed here.
+
+    Args:
+        backoff_limit: Restarts of the whole gang before the job fails.
+        retry_on_exit_codes: Exit codes that are retried as well.
+        retry_on_exceptions: Exception types (qualified names, e.g.
+            ``"torch.distributed.DistBackendError"``) that are retried when a function
+            entrypoint raises them.
+        backoff: Wait before a restart.
+    """
+
+    backoff_limit: int = Field(default=3, ge=0, le=100)
+    retry_on_exit_codes: tuple[int, ...] = ()
+    retry_on_exceptions: tuple[str, ...] = ()
+    backoff: timedelta = timedelta(seconds=1)
+
+
+class TrainingJobSpec(Spec):
+    """A training job: an entrypoint run by ``workers`` processes started together.
+
+    Args:
+        name: The job's name.
+        entrypoint: A Python function, ``"module:function"`` (called with ``params`` as
+            keyword arguments), or a script, ``"path/to/train.py"`` (run with ``args``).
+        params: Keyword arguments of a function entrypoint (JSON values).
+        args: Command-line arguments of a script entrypoint.
+        workers: The world size: processes started together, all or none.
+        resources: What each worker needs.
+        timeout: The whole job's time limit, restarts included.
+        env: Environment variables for every worker.
+        secrets: Project secrets injected as environment variables.
+        checkpoint_dir: Where workers save checkpoints (``MODELYARD_CHECKPOINT_DIR``);
+            default: a folder of the job's own.
+        failure_policy: What a failure leads to.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    entrypoint: str = Field(min_length=1, max_length=1024)
+    params: dict[str, Any] = Field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    workers: int = Field(default=1, ge=1, le=256)
+    resources: Resources = Resources()
+    timeout: timedelta | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    checkpoint_dir: str | None = None
+    failure_policy: FailurePolicy = FailurePolicy()
+
+    @property
+    def is_script(self) -> bool:
+        return self.entrypoint.endswith(".py")
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_shape(cls, value: str) -> str:
+        if value.endswith(".py"):
+            return value
+        module, sep, function = value.partition(":")
+        if not sep or not module or not function:
+            raise ValueError(
+                f"{value!r} is neither 'module:function' nor a script path ending in .py"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _args_for_scripts_only(self) -> TrainingJobSpec:
+        if self.args and not self.is_script:
+            raise ValueError("args are for script entrypoints; a function takes params")
+        if self.params and self.is_script:
+            raise ValueError("params are for function entrypoints; a script takes args")
+        return self

@@ -1,0 +1,1 @@
+"""Training: jobs of one or more worker processes, checkpoints, restarts on failure."""
