@@ -432,15 +432,7 @@ def run_on_server(executable: Path, env: dict[str, str], url: str, token: str) -
     """``modelyard run`` with MODELYARD_URL set: queued through the API, run by ``up``."""
     remote = {**env, "MODELYARD_URL": url, "MODELYARD_TOKEN": token}
     target = f"{TAXI_PIPELINE}:taxi"
-    done = subprocess.run(  # noqa: S603  (our own executable, fixed arguments)
-        [str(executable), "run", target, "-p", PROJECT, "-P", f"rows={SERVER_ROWS}"],
-        env=remote,
-        stdin=subprocess.DEVNULL,
-        timeout=COMMAND_TIMEOUT_S * 5,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise DemoError(f"the run on the server failed (exit code {done.returncode})")
+    pipeline_command(executable, remote, "the run on the server", "run", target, "-p", PROJECT)
     return f"{SERVER_ROWS:,} trips, queued through the API and run by the server's executor"
 
 
@@ -451,17 +443,23 @@ def backfill_taxi(executable: Path, env: dict[str, str]) -> str:
     """One run per day (the pipeline is scheduled @daily), here, with a progress bar."""
     target = f"{TAXI_PIPELINE}:taxi"
     start, end = BACKFILL_DAYS
-    command = [str(executable), "backfill", target, "--start", start, "--end", end]
+    pipeline_command(
+        executable, env, "the backfill", "backfill", target, "--start", start, "--end", end
+    )
+    return f"3 daily runs, {start} to {end}, each over its own day"
+
+
+def pipeline_command(executable: Path, env: dict[str, str], what: str, *args: str) -> None:
+    """Run a ``modelyard`` pipeline command on the demo's small taxi sample, live."""
     done = subprocess.run(  # noqa: S603  (our own executable, fixed arguments)
-        [*command, "-P", f"rows={SERVER_ROWS}"],
+        [str(executable), *args, "-P", f"rows={SERVER_ROWS}"],
         env=env,
         stdin=subprocess.DEVNULL,
         timeout=COMMAND_TIMEOUT_S * 5,
         check=False,
     )
     if done.returncode != 0:
-        raise DemoError(f"the backfill failed (exit code {done.returncode})")
-    return f"3 daily runs, {start} to {end}, each over its own day"
+        raise DemoError(f"{what} failed (exit code {done.returncode})")
 
 
 def summary(facts: dict[str, Any], kept: bool) -> Panel:
