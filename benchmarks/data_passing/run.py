@@ -19,7 +19,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -66,35 +65,23 @@ def run_modelyard(rows: int) -> dict[str, object]:
     from sqlalchemy import select
 
     from benchmarks.data_passing import chain
-    from modelyard.cli.admin import prepare_home
-    from modelyard.config import Settings
-    from modelyard.pipelines.local import local_engine
+    from benchmarks.local import bench_engine
     from modelyard.specs.runs import RunState
-    from modelyard.store.db import opened_engine, session_factory, transaction
-    from modelyard.store.models import Project, TaskAttempt, TaskRun
+    from modelyard.store.models import TaskAttempt, TaskRun
 
-    home = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
-    settings = Settings(home=home)
-    prepare_home(settings)
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
-        with transaction(sessions) as session:
-            project = Project(name="bench")
-            session.add(project)
-            session.flush()
-            project_id = project.id
-        with local_engine(settings, sessions, 2) as engine:
-            spec = chain.data_chain.spec(f"{HERE / 'chain.py'}:data_chain")
-            warm = engine.create_run(project_id, spec, {"rows": 10})
-            engine.execute(warm)  # workers started, modules imported
-            gc.collect()
-            run_id = engine.create_run(project_id, spec, {"rows": rows})
-            with RssSampler() as sampler:
-                started = time.perf_counter()
-                state = engine.execute(run_id)
-                seconds = time.perf_counter() - started
-            if state is not RunState.SUCCEEDED:
-                raise SystemExit(f"the benchmark run {run_id} ended {state}")
+    with bench_engine(2) as (engine, project_id):
+        sessions = engine.sessions
+        spec = chain.data_chain.spec(f"{HERE / 'chain.py'}:data_chain")
+        warm = engine.create_run(project_id, spec, {"rows": 10})
+        engine.execute(warm)  # workers started, modules imported
+        gc.collect()
+        run_id = engine.create_run(project_id, spec, {"rows": rows})
+        with RssSampler() as sampler:
+            started = time.perf_counter()
+            state = engine.execute(run_id)
+            seconds = time.perf_counter() - started
+        if state is not RunState.SUCCEEDED:
+            raise SystemExit(f"the benchmark run {run_id} ended {state}")
         with sessions() as session:
             attempts = session.execute(
                 select(TaskRun.node_id, TaskAttempt.peak_memory_bytes, TaskRun.output)

@@ -34,35 +34,21 @@ def run_modelyard(tasks: int, workers: int) -> dict[str, float]:
     os.environ["BENCH_TASKS"] = str(tasks)
     sys.path.insert(0, str(HERE.parent.parent))
     from benchmarks.dispatch import dags
-    from modelyard.cli.admin import prepare_home
-    from modelyard.config import Settings
-    from modelyard.pipelines.local import local_engine
-    from modelyard.store.db import opened_engine, session_factory, transaction
-    from modelyard.store.models import Project
+    from benchmarks.local import bench_engine
 
-    home = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
-    settings = Settings(home=home)
-    prepare_home(settings)
     timings: dict[str, float] = {}
-    with opened_engine(settings.resolved_database_url) as store_engine:
-        sessions = session_factory(store_engine)
-        with transaction(sessions) as session:
-            project = Project(name="bench")
-            session.add(project)
-            session.flush()
-            project_id = project.id
-        with local_engine(settings, sessions, workers) as engine:
-            # Warm-up: start the workers and import the task module in them.
-            warm = engine.create_run(project_id, dags.warm_up.spec("dags.py:warm_up"), {})
-            engine.execute(warm)
-            for shape in (dags.fan_out, dags.chain):
-                spec = shape.spec(f"benchmarks/dispatch/dags.py:{shape.name}")
-                started = time.perf_counter()
-                run_id = engine.create_run(project_id, spec, {})
-                state = engine.execute(run_id)
-                timings[shape.name] = time.perf_counter() - started
-                if state != "succeeded":
-                    raise SystemExit(f"modelyard {shape.name} run ended {state}")
+    with bench_engine(workers) as (engine, project_id):
+        # Warm-up: start the workers and import the task module in them.
+        warm = engine.create_run(project_id, dags.warm_up.spec("dags.py:warm_up"), {})
+        engine.execute(warm)
+        for shape in (dags.fan_out, dags.chain):
+            spec = shape.spec(f"benchmarks/dispatch/dags.py:{shape.name}")
+            started = time.perf_counter()
+            run_id = engine.create_run(project_id, spec, {})
+            state = engine.execute(run_id)
+            timings[shape.name] = time.perf_counter() - started
+            if state != "succeeded":
+                raise SystemExit(f"modelyard {shape.name} run ended {state}")
     return timings
 
 
