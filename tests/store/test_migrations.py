@@ -57,6 +57,8 @@ def test_upgrade_from_empty_creates_every_model_table(database: Database) -> Non
         "artifact_links",
         "pools",
         "schedules",
+        "training_jobs",
+        "training_attempts",
     } == MODEL_TABLES
     assert _tables(engine) == MODEL_TABLES | {"alembic_version"}
     assert migrate.current_revision(engine) == migrate.head_revision(engine)

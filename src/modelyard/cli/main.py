@@ -10,7 +10,16 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from modelyard._version import __version__
-from modelyard.cli import admin, artifacts, identity, projects, runs, schedules, secrets
+from modelyard.cli import (
+    admin,
+    artifacts,
+    identity,
+    projects,
+    runs,
+    schedules,
+    secrets,
+    training,
+)
 from modelyard.cli.output import err_console
 from modelyard.errors import ExitCode, ModelyardError
 
@@ -39,6 +48,7 @@ def build_app() -> typer.Typer:
     app.add_typer(runs.runs_app, name="runs")
     app.add_typer(schedules.schedules_app, name="schedules")
     app.command()(schedules.backfill)
+    app.add_typer(training.train_app, name="train")
     app.add_typer(artifacts.artifacts_app, name="artifacts")
 
     @app.command()

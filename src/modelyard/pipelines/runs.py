@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -109,16 +110,7 @@ def check_secrets(session: Session, project_id: str, project: str, spec: Pipelin
         PipelineDefinitionError: naming the task, the missing secrets and the project.
     """
     wanted = {name: node.id for node in spec.nodes for name in node.options.secrets}
-    if not wanted:
-        return
-    present = set(
-        session.scalars(
-            select(Secret.name).where(
-                Secret.project_id == project_id, Secret.name.in_(list(wanted))
-            )
-        )
-    )
-    missing = sorted(set(wanted) - present)
+    missing = missing_secrets(session, project_id, wanted)
     if missing:
         raise PipelineDefinitionError(
             f"pipeline {spec.name!r}: task {wanted[missing[0]]!r} needs secret(s) {missing}, "
@@ -126,6 +118,17 @@ def check_secrets(session: Session, project_id: str, project: str, spec: Pipelin
             code="pipeline/missing_secret",
             details={"pipeline": spec.name, "secrets": missing, "project": project},
         )
+
+
+def missing_secrets(session: Session, project_id: str, names: Iterable[str]) -> list[str]:
+    """Those of ``names`` the project has no secret of, sorted."""
+    wanted = set(names)
+    if not wanted:
+        return []
+    query = select(Secret.name).where(
+        Secret.project_id == project_id, Secret.name.in_(sorted(wanted))
+    )
+    return sorted(wanted - set(session.scalars(query)))
 
 
 def check_pools(session: Session, spec: PipelineSpec) -> None:

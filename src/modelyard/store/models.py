@@ -348,3 +348,44 @@ class Pool(Versioned, Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     slots: Mapped[int] = mapped_column(Integer, nullable=False)
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+
+class TrainingJob(Versioned, Base):
+    """A training job: its spec, frozen at submission, and how it ended."""
+
+    __tablename__ = "training_jobs"
+    __mapper_args__ = {"version_id_col": Versioned.version}
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    result: Mapped[object | None] = mapped_column(JSON)
+    workdir: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TrainingAttempt(Base):
+    """One start of a job's gang: how it ended, why, and each worker's exit."""
+
+    __tablename__ = "training_attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    retried: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    exits: Mapped[list[dict[str, object]]] = mapped_column(JSON, nullable=False, default=list)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -124,6 +124,7 @@ class GangLauncher:
                 f"({local_capacity()} CPUs); none was started"
             )
             self._end(attempt, GangOutcome.NOT_STARTED, reason)
+            self.on_attempt(attempt)
             return JobResult(GangOutcome.NOT_STARTED, [attempt], reason)
         deadline = (
             time.monotonic() + self.spec.timeout.total_seconds() if self.spec.timeout else None
@@ -133,18 +134,31 @@ class GangLauncher:
         while True:
             attempt = self._attempt(len(attempts) + 1, deadline)
             attempts.append(attempt)
-            if attempt.outcome is not GangOutcome.FAILED:
-                assert attempt.outcome is not None
-                return JobResult(attempt.outcome, attempts, attempt.reason)
-            if not self._retryable(attempt.cause):
-                return JobResult(GangOutcome.FAILED, attempts, attempt.reason)
-            if len(attempts) > policy.backoff_limit:
-                reason = f"{attempt.reason}; backoff limit of {policy.backoff_limit} reached"
-                return JobResult(GangOutcome.FAILED, attempts, reason)
-            attempt.retried = True
+            ended = self._decide(attempt, len(attempts), attempts)
+            self.on_attempt(attempt)
+            if ended is not None:
+                return ended
             logger.info("job %s: restarting the gang (%s)", self.spec.name, attempt.reason)
             if self.cancel.wait(policy.backoff.total_seconds()):
                 return JobResult(GangOutcome.CANCELLED, attempts, "cancelled")
+
+    def _decide(
+        self, attempt: GangAttempt, count: int, attempts: list[GangAttempt]
+    ) -> JobResult | None:
+        """The job's result if this attempt ends it; None (and the attempt marked as
+        retried) if the gang starts again."""
+        limit = self.spec.failure_policy.backoff_limit
+        if attempt.outcome is not GangOutcome.FAILED:
+            assert attempt.outcome is not None
+            return JobResult(attempt.outcome, attempts, attempt.reason)
+        if not self._retryable(attempt.cause):
+            return JobResult(GangOutcome.FAILED, attempts, attempt.reason)
+        if count > limit:
+            return JobResult(
+                GangOutcome.FAILED, attempts, f"{attempt.reason}; backoff limit of {limit} reached"
+            )
+        attempt.retried = True
+        return None
 
     # -- one attempt ------------------------------------------------------------------
 
@@ -275,7 +289,6 @@ class GangLauncher:
         attempt.outcome = outcome
         attempt.reason = reason
         attempt.finished_at = datetime.now(UTC)
-        self.on_attempt(attempt)
 
 
 def _root_cause(failed: Sequence[tuple[int, int | None]]) -> int:

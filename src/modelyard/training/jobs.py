@@ -1,0 +1,141 @@
+"""Training jobs in the metadata store: submitted, run on this machine's launcher, each
+gang attempt recorded with its reason, cancelled through the store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.errors import NotFoundError
+from modelyard.specs.training import TrainingJobSpec
+from modelyard.store.db import transaction
+from modelyard.store.models import TrainingAttempt, TrainingJob
+from modelyard.training.launch import GangAttempt, GangLauncher, GangOutcome, JobResult
+
+logger = logging.getLogger(__name__)
+
+QUEUED = "queued"
+RUNNING = "running"
+FINISHED = {outcome.value for outcome in GangOutcome}
+
+
+class JobNotFoundError(NotFoundError):
+    default_code = "job/not_found"
+
+
+def submit(
+    session: Session, project_id: str, spec: TrainingJobSpec, jobs_dir: Path, created_by: str
+) -> TrainingJob:
+    """Record a queued job; its folder (logs, reports, checkpoints) is under ``jobs_dir``."""
+    job = TrainingJob(
+        project_id=project_id,
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        state=QUEUED,
+        created_by=created_by,
+    )
+    session.add(job)
+    session.flush()
+    job.workdir = str(jobs_dir / job.id)
+    return job
+
+
+def find(session: Session, job_id: str) -> TrainingJob:
+    job = session.get(TrainingJob, job_id)
+    if job is None:
+        raise JobNotFoundError(f"training job {job_id!r} does not exist")
+    return job
+
+
+def attempts_of(session: Session, job_id: str) -> list[TrainingAttempt]:
+    return list(
+        session.scalars(
+            select(TrainingAttempt)
+            .where(TrainingAttempt.job_id == job_id)
+            .order_by(TrainingAttempt.number)
+        )
+    )
+
+
+def request_cancel(sessions: sessionmaker[Session], job_id: str) -> bool:
+    """Ask the process running the job to stop it; returns whether it was unfinished."""
+    with transaction(sessions) as session:
+        job = find(session, job_id)
+        if job.state in FINISHED:
+            return False
+        job.cancel_requested = True
+        return True
+
+
+def run_here(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    env: dict[str, str] | None = None,
+    on_attempt: Callable[[GangAttempt], None] | None = None,
+) -> JobResult:
+    """Run a queued job's gang on this machine until it ends, recording every attempt."""
+    with transaction(sessions) as session:
+        job = find(session, job_id)
+        spec = TrainingJobSpec.model_validate(job.spec)
+        workdir = Path(job.workdir)
+        job.state = RUNNING
+        job.started_at = datetime.now(UTC)
+    cancel = threading.Event()
+    watcher = threading.Thread(target=_watch_cancel, args=(sessions, job_id, cancel), daemon=True)
+
+    def record(attempt: GangAttempt) -> None:
+        with transaction(sessions) as session:
+            session.add(
+                TrainingAttempt(
+                    job_id=job_id,
+                    number=attempt.number,
+                    outcome=attempt.outcome.value if attempt.outcome else "",
+                    reason=attempt.reason,
+                    retried=attempt.retried,
+                    exits=[
+                        {
+                            "rank": e.rank,
+                            "exit_code": e.exit_code,
+                            "error_type": e.error_type,
+                            "message": e.message,
+                        }
+                        for e in attempt.exits
+                    ],
+                    started_at=attempt.started_at,
+                    finished_at=attempt.finished_at,
+                )
+            )
+        if on_attempt is not None:
+            on_attempt(attempt)
+
+    watcher.start()
+    try:
+        result = GangLauncher(spec, workdir, env=env, cancel=cancel, on_attempt=record).run()
+    finally:
+        cancel.set()  # ends the watcher
+        watcher.join()
+    with transaction(sessions) as session:
+        job = find(session, job_id)
+        job.state = result.outcome.value
+        job.reason = result.reason
+        job.result = result.result
+        job.finished_at = datetime.now(UTC)
+    return result
+
+
+def _watch_cancel(sessions: sessionmaker[Session], job_id: str, cancel: threading.Event) -> None:
+    while not cancel.wait(0.5):
+        try:
+            with sessions() as session:
+                if session.scalar(
+                    select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id)
+                ):
+                    cancel.set()
+        except Exception:  # the store is briefly unavailable: look again
+            logger.warning("could not read job %s's cancellation", job_id, exc_info=True)
