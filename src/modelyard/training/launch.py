@@ -195,8 +195,15 @@ class GangLauncher:
             str(folder / f"rank-{rank}.report.json"),
         ]
 
+    def _threads(self) -> str:
+        """Threads per worker for OpenMP and torch, as torchrun sets them: the worker's CPU
+        share, so that a gang does not oversubscribe the machine's cores."""
+        share = self.spec.resources.cpu or local_capacity() / self.spec.workers
+        return str(max(1, int(share)))
+
     def _start(self, rank: int, port: int, number: int, folder: Path) -> subprocess.Popen[bytes]:
         env = {
+            "OMP_NUM_THREADS": self._threads(),  # unless the job or this process sets it
             **os.environ,
             **self.spec.env,
             **self.env,
