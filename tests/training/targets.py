@@ -18,7 +18,14 @@ def all_reduce() -> dict[str, Any]:
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
     wiring = {
         name: os.environ[name]
-        for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "LOCAL_WORLD_SIZE")
+        for name in (
+            "WORLD_SIZE",
+            "RANK",
+            "LOCAL_RANK",
+            "MASTER_ADDR",
+            "LOCAL_WORLD_SIZE",
+            "OMP_NUM_THREADS",
+        )
     }
     world = dist.get_world_size()
     dist.destroy_process_group()

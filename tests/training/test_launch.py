@@ -33,6 +33,10 @@ def test_two_workers_are_wired_like_a_pytorchjob_and_all_reduce(tmp_path: Path) 
         "LOCAL_RANK": "0",
         "MASTER_ADDR": "127.0.0.1",
         "LOCAL_WORLD_SIZE": "2",
+        # Each worker's share of the cores, as torchrun sets it (unless already set).
+        "OMP_NUM_THREADS": os.environ.get(
+            "OMP_NUM_THREADS", str(max(1, int(local_capacity() / 2)))
+        ),
     }
     assert [e.exit_code for e in result.attempts[0].exits] == [0, 0]
 
