@@ -162,3 +162,48 @@ def test_an_applied_schedule_fires_every_missed_interval_once(
     while next(r for r in _runs(served) if r.id == triggered["run_id"]).state != "succeeded":
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_run_queued_on_a_server_without_controllers_says_why_it_waits(
+    platform: Platform,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import threading
+
+    from modelyard.cli import runs as runs_cli
+
+    monkeypatch.setattr(runs_cli, "QUEUED_HINT_SECONDS", 0.3)
+    with platform.admin() as admin:
+        admin.post("/api/v1/projects", json={"name": "analytics"}).raise_for_status()
+    monkeypatch.setenv("MODELYARD_URL", platform.url)
+    monkeypatch.setenv("MODELYARD_TOKEN", platform.admin_token)
+    (tmp_path / "flow.py").write_text(FLOW)
+
+    def cancel_once_queued() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with platform.admin() as admin:
+                runs = admin.get("/api/v1/projects/analytics/runs").json()["items"]
+                if runs:
+                    time.sleep(1.0)  # long enough for the hint
+                    admin.post(f"/api/v1/projects/analytics/runs/{runs[0]['id']}/cancel")
+                    return
+            time.sleep(0.1)
+
+    canceller = threading.Thread(target=cancel_once_queued)
+    canceller.start()
+    code = main(["run", f"{tmp_path / 'flow.py'}:flow", "-p", "analytics", "-o", "json"])
+    canceller.join()
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "is still queued after" in captured.err
+    assert "'modelyard server' has none" in captured.err
+    assert _last_json_of(captured.out)["state"] == "cancelled"
+
+
+def _last_json_of(out: str) -> dict[str, object]:
+    value = json.loads(out.strip().splitlines()[-1])
+    assert isinstance(value, dict)
+    return value

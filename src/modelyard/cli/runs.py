@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.artifacts import from_settings
 from modelyard.cli.admin import prepare_home
 from modelyard.cli.common import ProjectOption, client
-from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
+from modelyard.cli.output import (
+    OutputFormat,
+    OutputOption,
+    console,
+    emit_message,
+    err_console,
+)
 from modelyard.cli.run_view import run_view
 from modelyard.cli.run_view import watch as watch_run
 from modelyard.client import ModelyardClient
@@ -161,9 +167,13 @@ def check_options(project: str, runtime: str) -> None:
         raise typer.BadParameter(str(exc), param_hint="--runtime") from exc
 
 
+QUEUED_HINT_SECONDS = 10.0
+
+
 def _follow(
     fetch: Callable[[], tuple[RunDetail, list[TaskRunOut]]], output: OutputFormat
 ) -> RunState:
+    fetch = _hinting(fetch)
     if output is OutputFormat.table:
         state = watch_run(fetch)
         console.print()
@@ -173,6 +183,29 @@ def _follow(
         if RunState(detail.state).finished:
             return RunState(detail.state)
         time.sleep(0.25)
+
+
+def _hinting(
+    fetch: Callable[[], tuple[RunDetail, list[TaskRunOut]]],
+) -> Callable[[], tuple[RunDetail, list[TaskRunOut]]]:
+    """``fetch``, saying once why a run may stay queued: a server started with
+    ``modelyard server`` has no run executor."""
+    since = time.monotonic()
+    said = False
+
+    def fetch_and_hint() -> tuple[RunDetail, list[TaskRunOut]]:
+        nonlocal said
+        detail, tasks = fetch()
+        waited = time.monotonic() - since
+        if detail.state == RunState.QUEUED and not said and waited > QUEUED_HINT_SECONDS:
+            said = True
+            err_console.print(
+                f"run {detail.id} is still queued after {waited:.0f} s: runs on a server are "
+                "driven by the run executor of 'modelyard up' ('modelyard server' has none)"
+            )
+        return detail, tasks
+
+    return fetch_and_hint
 
 
 def _run_here(
