@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     max_active_runs: int = Field(
         default=4, ge=1, description="Runs the executor in 'modelyard up' drives at once."
     )
+    max_active_jobs: int = Field(
+        default=1,
+        ge=1,
+        description="Training jobs the job executor in 'modelyard up' runs at once.",
+    )
     scheduler_poll_seconds: float = Field(default=5.0, gt=0)
     executor_poll_seconds: float = Field(default=1.0, gt=0)
     allow_user_project_creation: bool = True

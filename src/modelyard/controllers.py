@@ -1,7 +1,7 @@
 """The controllers that run inside ``modelyard up`` beside the API: the scheduler, which
-creates the runs schedules owe, and the run executor, which drives queued runs on this
-machine's warm worker pool. Both keep their state in the store and are safe to stop
-and start at any moment.
+creates the runs schedules owe, the run executor, which drives queued runs on this
+machine's warm worker pool, and the job executor, which runs queued training jobs. All
+keep their state in the store and are safe to stop and start at any moment.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.config import Settings
 from modelyard.pipelines.executor import RunExecutor
-from modelyard.pipelines.local import local_engine
+from modelyard.pipelines.local import local_engine, secret_lookup
 from modelyard.pipelines.scheduling import Scheduler
+from modelyard.training.executor import JobExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class ControlPlane:
         self.sessions = sessions
         self.scheduler = Scheduler(sessions, poll_seconds=settings.scheduler_poll_seconds)
         self.executor: RunExecutor | None = None
+        self.jobs: JobExecutor | None = None
         self._stack = ExitStack()
 
     def start(self) -> None:
@@ -44,6 +46,13 @@ class ControlPlane:
             poll_seconds=self.settings.executor_poll_seconds,
         )
         self.executor.start()
+        self.jobs = JobExecutor(
+            self.sessions,
+            secret_lookup(self.settings, self.sessions),
+            capacity=self.settings.max_active_jobs,
+            poll_seconds=self.settings.executor_poll_seconds,
+        )
+        self.jobs.start()
         self.scheduler.start()
         logger.info("controllers started: scheduler, run executor (%s)", engine.owner)
 
@@ -52,5 +61,7 @@ class ControlPlane:
         self.scheduler.stop()
         if self.executor is not None:
             self.executor.stop()
+        if self.jobs is not None:
+            self.jobs.stop()
         self._stack.close()
         logger.info("controllers stopped")

@@ -207,3 +207,25 @@ def _last_json_of(out: str) -> dict[str, object]:
     value = json.loads(out.strip().splitlines()[-1])
     assert isinstance(value, dict)
     return value
+
+
+def test_a_training_job_submitted_to_the_server_runs_there(
+    served: Platform, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = "tests.training.targets:all_reduce"
+    args = ["train", "submit", target, "--workers", "2", "-p", "analytics", "-o", "json"]
+    assert main(args) == 0
+    done = _last_json(capsys)
+    assert (done["state"], done["attempts"]) == ("succeeded", 1)
+    result = done["result"]
+    assert isinstance(result, dict)
+    assert result["sum"] == 3.0
+    job_id = str(done["job_id"])
+    assert main(["train", "list", "-p", "analytics", "-o", "json"]) == 0
+    assert [j["id"] for j in json.loads(capsys.readouterr().out)["items"]] == [job_id]
+    assert main(["train", "status", job_id, "-p", "analytics"]) == 0
+    assert "every worker finished" in capsys.readouterr().out
+    assert main(["train", "logs", job_id, "-p", "analytics", "--rank", "1"]) == 0
+    assert "attempt-1 · rank-1" in capsys.readouterr().out
+    assert main(["train", "cancel", job_id, "-p", "analytics"]) == 0
+    assert "has ended" in capsys.readouterr().out

@@ -42,7 +42,7 @@ def test_a_two_worker_job_survives_a_killed_worker(capsys: pytest.CaptureFixture
     assert main(["train", "status", job_id]) == 0
     assert "restart" in capsys.readouterr().out
     assert main(["train", "list", "-o", "json"]) == 0
-    assert [j["id"] for j in json.loads(capsys.readouterr().out)] == [job_id]
+    assert [j["id"] for j in json.loads(capsys.readouterr().out)["items"]] == [job_id]
 
 
 def test_a_failing_script_fails_the_job_and_its_logs_show_why(
@@ -86,7 +86,7 @@ def test_a_running_job_is_cancelled_from_another_command(
         assert time.monotonic() < deadline, "the job never appeared"
         time.sleep(0.2)
         if main(["train", "list", "-o", "json"]) == 0:
-            listed = json.loads(capsys.readouterr().out or "[]")
+            listed = json.loads(capsys.readouterr().out)["items"]
             job_id = listed[0]["id"] if listed and listed[0]["state"] == "running" else None
     assert main(["train", "cancel", job_id]) == 0
     submitter.join(timeout=30)

@@ -22,6 +22,7 @@ from modelyard.api.routes import (
     schedules,
     secrets,
     tokens,
+    training,
     users,
 )
 from modelyard.api.state import AppState
@@ -89,7 +90,7 @@ def create_app(
     app.state.modelyard = state
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (users, tokens, projects, secrets, runs, schedules, audit):
+    for module in (users, tokens, projects, secrets, runs, schedules, training, audit):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -15,13 +14,19 @@ from sqlalchemy import select
 
 from modelyard.cli.admin import prepare_home
 from modelyard.cli.common import ProjectOption
-from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
-from modelyard.cli.runs import DEFAULT_PROJECT, parse_params, project_id_for, store_sessions
+from modelyard.cli.output import OutputFormat, OutputOption, console, emit, emit_message
+from modelyard.cli.runs import (
+    DEFAULT_PROJECT,
+    parse_params,
+    project_id_for,
+    remote_client,
+    store_sessions,
+)
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError
 from modelyard.pipelines.local import secret_lookup
 from modelyard.pipelines.runs import missing_secrets
-from modelyard.specs.training import FailurePolicy, TrainingJobSpec
+from modelyard.specs.training import FailurePolicy, TrainingJobDetail, TrainingJobSpec
 from modelyard.store.db import opened_engine, session_factory, transaction
 from modelyard.store.models import TrainingJob
 from modelyard.training import jobs
@@ -75,9 +80,28 @@ def submit(
             ),
             code="job/invalid",
         ) from exc
+    started = time.monotonic()
+    api = remote_client()
+    if api is not None:
+        with api:
+            job_id = api.submit_job(project, spec).id
+            with console.status(f"job {job_id}: queued on the server"):
+                detail = api.get_job(project, job_id)
+                while detail.state in (jobs.QUEUED, jobs.RUNNING):
+                    time.sleep(0.5)
+                    detail = api.get_job(project, job_id)
+        _finish(
+            job_id,
+            detail.state,
+            detail.reason,
+            len(detail.attempts),
+            detail.result,
+            started,
+            output,
+        )
+        return
     settings = Settings()
     prepare_home(settings)
-    started = time.monotonic()
     with opened_engine(settings.resolved_database_url) as store_engine:
         sessions = session_factory(store_engine)
         project_id = project_id_for(sessions, project, create=project == DEFAULT_PROJECT)
@@ -100,16 +124,36 @@ def submit(
 
         with console.status(f"job {job_id}: {spec.workers} worker(s) running"):
             result = jobs.run_here(sessions, job_id, env=env, on_attempt=show)
+    _finish(
+        job_id,
+        result.outcome.value,
+        result.reason,
+        len(result.attempts),
+        result.result,
+        started,
+        output,
+    )
+
+
+def _finish(
+    job_id: str,
+    state: str,
+    reason: str,
+    attempts: int,
+    result: object,
+    started: float,
+    output: OutputFormat,
+) -> None:
     emit_message(
-        f"job {job_id} {result.outcome} in {time.monotonic() - started:.1f} s: {result.reason}",
+        f"job {job_id} {state} in {time.monotonic() - started:.1f} s: {reason}",
         output,
         job_id=job_id,
-        state=result.outcome.value,
-        reason=result.reason,
-        attempts=len(result.attempts),
-        result=result.result,
+        state=state,
+        reason=reason,
+        attempts=attempts,
+        result=result,
     )
-    if result.outcome is not GangOutcome.SUCCEEDED:
+    if state != GangOutcome.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -120,99 +164,95 @@ def _default_name(entrypoint: str) -> str:
 
 @train_app.command("list")
 def list_jobs(
+    project: ProjectOption = DEFAULT_PROJECT,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """The newest training jobs on this machine's store."""
-    with store_sessions(Settings()) as sessions, sessions() as session:
-        rows = list(
-            session.scalars(select(TrainingJob).order_by(TrainingJob.id.desc()).limit(limit))
-        )
-    if output is OutputFormat.json:
-        typer.echo(
-            json.dumps(
-                [{"id": r.id, "name": r.name, "state": r.state, "reason": r.reason} for r in rows],
-                indent=2,
-            )
-        )
-        return
-    table = Table(title="training jobs")
-    for column in ("id", "name", "state", "workers", "reason"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(r.id, r.name, r.state, str(r.spec.get("workers", 1)), r.reason)
-    console.print(table)
+    """The newest training jobs (of a project, on a server)."""
+    api = remote_client()
+    if api is not None:
+        with api:
+            rows = api.list_jobs(project, limit=limit)
+    else:
+        with store_sessions(Settings()) as sessions, sessions() as session:
+            query = select(TrainingJob).order_by(TrainingJob.id.desc()).limit(limit)
+            rows = [jobs.job_out(job) for job in session.scalars(query)]
+    emit(rows, output, columns=("id", "name", "state", "workers", "reason"), title="jobs")
 
 
 @train_app.command("status")
-def status(job_id: str, output: OutputOption = OutputFormat.table) -> None:
+def status(
+    job_id: str, project: ProjectOption = DEFAULT_PROJECT, output: OutputOption = OutputFormat.table
+) -> None:
     """A job's state and every start of its gang, with the reason it ended."""
-    with store_sessions(Settings()) as sessions, sessions() as session:
-        job = jobs.find(session, job_id)
-        attempts = jobs.attempts_of(session, job_id)
+    detail = _detail(job_id, project)
     if output is OutputFormat.json:
-        typer.echo(
-            json.dumps(
-                {
-                    "id": job.id,
-                    "name": job.name,
-                    "state": job.state,
-                    "reason": job.reason,
-                    "result": job.result,
-                    "attempts": [
-                        {
-                            "number": a.number,
-                            "outcome": a.outcome,
-                            "reason": a.reason,
-                            "retried": a.retried,
-                            "exits": a.exits,
-                        }
-                        for a in attempts
-                    ],
-                },
-                indent=2,
-            )
-        )
+        typer.echo(detail.model_dump_json(indent=2))
         return
-    table = Table(title=f"job {job.id} · {job.name} · {job.state}", title_justify="left")
+    table = Table(title=f"job {detail.id} · {detail.name} · {detail.state}", title_justify="left")
     for column in ("attempt", "outcome", "reason", "exit codes", "then"):
         table.add_column(column)
-    for a in attempts:
+    for a in detail.attempts:
         codes = ", ".join(f"{e['rank']}:{e['exit_code']}" for e in a.exits) or "-"
         table.add_row(str(a.number), a.outcome, a.reason, codes, "restart" if a.retried else "")
     console.print(table)
 
 
+def _detail(job_id: str, project: str) -> TrainingJobDetail:
+    api = remote_client()
+    if api is not None:
+        with api:
+            return api.get_job(project, job_id)
+    with store_sessions(Settings()) as sessions, sessions() as session:
+        return jobs.job_detail(jobs.find(session, job_id), jobs.attempts_of(session, job_id))
+
+
 @train_app.command("logs")
 def logs(
     job_id: str,
+    project: ProjectOption = DEFAULT_PROJECT,
     rank: Annotated[int | None, typer.Option(help="Only this rank.")] = None,
     attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
 ) -> None:
     """What each worker printed, attempt by attempt."""
-    with store_sessions(Settings()) as sessions, sessions() as session:
-        job = jobs.find(session, job_id)
-    folder = Path(job.workdir)
+    detail = _detail(job_id, project)
+    api = remote_client()
+    folder = None
+    if api is None:
+        with store_sessions(Settings()) as sessions, sessions() as session:
+            folder = Path(jobs.find(session, job_id).workdir)
     found = False
-    for attempt_dir in sorted(folder.glob("attempt-*"), key=lambda p: int(p.name.split("-")[1])):
-        if attempt is not None and attempt_dir.name != f"attempt-{attempt}":
+    for number in (a.number for a in detail.attempts):
+        if attempt is not None and number != attempt:
             continue
-        for log in sorted(attempt_dir.glob("rank-*.log")):
-            if rank is not None and log.name != f"rank-{rank}.log":
+        for worker in range(detail.workers):
+            if rank is not None and worker != rank:
                 continue
+            if api is not None:
+                with api:
+                    data = api.job_log(project, job_id, attempt=number, rank=worker)
+            else:
+                assert folder is not None
+                path = folder / f"attempt-{number}" / f"rank-{worker}.log"
+                data = path.read_bytes() if path.is_file() else b""
             found = True
-            console.rule(f"{attempt_dir.name} · {log.stem}")
-            text = log.read_text(errors="replace").rstrip("\n")
+            console.rule(f"attempt-{number} · rank-{worker}")
+            text = data.decode(errors="replace").rstrip("\n")
             console.print(text, highlight=False, markup=False, soft_wrap=True)
     if not found:
         console.print("[dim](no logs)[/dim]")
 
 
 @train_app.command("cancel")
-def cancel(job_id: str) -> None:
-    """Stop a running job (its workers get SIGTERM, then SIGKILL)."""
-    with store_sessions(Settings()) as sessions:
-        running = jobs.request_cancel(sessions, job_id)
+def cancel(job_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
+    """Stop a job (its workers get SIGTERM, then SIGKILL)."""
+    api = remote_client()
+    if api is not None:
+        with api:
+            running = api.cancel_job(project, job_id).state in (jobs.QUEUED, jobs.RUNNING)
+    else:
+        with store_sessions(Settings()) as sessions:
+            running = jobs.request_cancel(sessions, job_id)
     console.print(
         f"cancellation requested for job {job_id}" if running else f"job {job_id} has ended"
     )

@@ -34,6 +34,7 @@ from modelyard.specs.projects import (
 )
 from modelyard.specs.runs import AttemptOut, RetryOut, RunCreate, RunDetail, RunOut
 from modelyard.specs.schedules import ScheduleApply, ScheduleOut, ScheduleUpdate
+from modelyard.specs.training import TrainingJobDetail, TrainingJobOut, TrainingJobSpec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -316,3 +317,25 @@ class ModelyardClient:
     def delete_schedule(self, project: str, pipeline: str, *, version: int | None = None) -> None:
         path = f"/api/v1/projects/{_seg(project)}/schedules/{_seg(pipeline)}"
         self.request("DELETE", path, version=version)
+
+    # -- training jobs ---------------------------------------------------------------
+
+    def submit_job(self, project: str, spec: TrainingJobSpec) -> TrainingJobOut:
+        path = f"/api/v1/projects/{_seg(project)}/jobs"
+        return self._send(TrainingJobOut, "POST", path, spec, whole=True)
+
+    def list_jobs(self, project: str, *, limit: int = 50) -> list[TrainingJobOut]:
+        path = f"/api/v1/projects/{_seg(project)}/jobs"
+        body = self.request("GET", path, params={"limit": limit}).json()
+        return [TrainingJobOut.model_validate(item) for item in body]
+
+    def get_job(self, project: str, job_id: str) -> TrainingJobDetail:
+        return self._get(TrainingJobDetail, f"/api/v1/projects/{_seg(project)}/jobs/{_seg(job_id)}")
+
+    def cancel_job(self, project: str, job_id: str) -> TrainingJobOut:
+        path = f"/api/v1/projects/{_seg(project)}/jobs/{_seg(job_id)}/cancel"
+        return TrainingJobOut.model_validate(self.request("POST", path).json())
+
+    def job_log(self, project: str, job_id: str, *, attempt: int = 1, rank: int = 0) -> bytes:
+        path = f"/api/v1/projects/{_seg(project)}/jobs/{_seg(job_id)}/logs"
+        return self.request("GET", path, params={"attempt": attempt, "rank": rank}).content

@@ -296,7 +296,13 @@ def lease_free(run: PipelineRun, now: datetime) -> bool:
     this machine that has exited."""
     if run.owner is None or run.lease_until is None or run.lease_until <= now:
         return True
-    host, _, rest = run.owner.partition(":")
+    return owner_gone(run.owner)
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the process an owner name (from :func:`new_owner`) stands for is known to
+    have exited: it ran on this machine and its process is no more."""
+    host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     return host == _HOST and pid.isdigit() and not _alive(int(pid))
 

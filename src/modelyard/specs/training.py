@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -93,3 +93,30 @@ class TrainingJobSpec(Spec):
         if self.params and self.is_script:
             raise ValueError("params are for function entrypoints; a script takes args")
         return self
+
+
+class TrainingAttemptOut(Spec):
+    number: int
+    outcome: str
+    reason: str
+    retried: bool
+    exits: list[dict[str, Any]]
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class TrainingJobOut(Spec):
+    id: str
+    name: str
+    state: str
+    reason: str
+    workers: int
+    result: Any = None
+    created_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TrainingJobDetail(TrainingJobOut):
+    attempts: list[TrainingAttemptOut]

@@ -367,6 +367,7 @@ class TrainingJob(Versioned, Base):
     result: Mapped[object | None] = mapped_column(JSON)
     workdir: Mapped[str] = mapped_column(Text, nullable=False, default="")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    owner: Mapped[str | None] = mapped_column(String(128))  # the executor running it
     created_by: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

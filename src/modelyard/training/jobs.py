@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.errors import NotFoundError
-from modelyard.specs.training import TrainingJobSpec
+from modelyard.specs.training import (
+    TrainingAttemptOut,
+    TrainingJobDetail,
+    TrainingJobOut,
+    TrainingJobSpec,
+)
 from modelyard.store.db import transaction
 from modelyard.store.models import TrainingAttempt, TrainingJob
 from modelyard.training.launch import GangAttempt, GangLauncher, GangOutcome, JobResult
@@ -78,8 +83,13 @@ def run_here(
     job_id: str,
     env: dict[str, str] | None = None,
     on_attempt: Callable[[GangAttempt], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> JobResult:
-    """Run a queued job's gang on this machine until it ends, recording every attempt."""
+    """Run a job's gang on this machine until it ends, recording every attempt.
+
+    When ``stop`` is set (the executor is stopping), the gang is stopped and the job is
+    queued again, to be resumed from its checkpoints; a cancellation ends it.
+    """
     with transaction(sessions) as session:
         job = find(session, job_id)
         spec = TrainingJobSpec.model_validate(job.spec)
@@ -87,7 +97,9 @@ def run_here(
         job.state = RUNNING
         job.started_at = datetime.now(UTC)
     cancel = threading.Event()
-    watcher = threading.Thread(target=_watch_cancel, args=(sessions, job_id, cancel), daemon=True)
+    watcher = threading.Thread(
+        target=_watch_cancel, args=(sessions, job_id, cancel, stop), daemon=True
+    )
 
     def record(attempt: GangAttempt) -> None:
         with transaction(sessions) as session:
@@ -122,6 +134,11 @@ def run_here(
         watcher.join()
     with transaction(sessions) as session:
         job = find(session, job_id)
+        job.owner = None
+        if stop is not None and stop.is_set() and not job.cancel_requested:
+            job.state = QUEUED
+            job.reason = "queued again: the executor running it stopped"
+            return result
         job.state = result.outcome.value
         job.reason = result.reason
         job.result = result.result
@@ -129,8 +146,16 @@ def run_here(
     return result
 
 
-def _watch_cancel(sessions: sessionmaker[Session], job_id: str, cancel: threading.Event) -> None:
-    while not cancel.wait(0.5):
+def _watch_cancel(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    cancel: threading.Event,
+    stop: threading.Event | None,
+) -> None:
+    while not cancel.wait(0.2):
+        if stop is not None and stop.is_set():
+            cancel.set()
+            return
         try:
             with sessions() as session:
                 if session.scalar(
@@ -139,3 +164,26 @@ def _watch_cancel(sessions: sessionmaker[Session], job_id: str, cancel: threadin
                     cancel.set()
         except Exception:  # the store is briefly unavailable: look again
             logger.warning("could not read job %s's cancellation", job_id, exc_info=True)
+
+
+def job_out(job: TrainingJob) -> TrainingJobOut:
+    workers = job.spec.get("workers", 1)
+    return TrainingJobOut(
+        id=job.id,
+        name=job.name,
+        state=job.state,
+        reason=job.reason,
+        workers=workers if isinstance(workers, int) else 1,
+        result=job.result,
+        created_by=job.created_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def job_detail(job: TrainingJob, attempts: Sequence[TrainingAttempt]) -> TrainingJobDetail:
+    return TrainingJobDetail(
+        **job_out(job).model_dump(),
+        attempts=[TrainingAttemptOut.model_validate(a) for a in attempts],
+    )

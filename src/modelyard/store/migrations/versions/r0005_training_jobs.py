@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("result", sa.JSON(), nullable=True),
         sa.Column("workdir", sa.Text(), nullable=False),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+        sa.Column("owner", sa.String(length=128), nullable=True),
         sa.Column("created_by", sa.String(length=64), nullable=True),
         sa.Column("started_at", modelyard.store.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("finished_at", modelyard.store.models.UTCDateTime(timezone=True), nullable=True),
