@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from modelyard.pipelines.engine import RunEngine
 from modelyard.pipelines.runs import RunLeasedError, claim, claimable
+from modelyard.polling import Poller
 
 logger = logging.getLogger(__name__)
 
 
-class RunExecutor:
+class RunExecutor(Poller):
     """Claims and drives runs on ``engine``.
 
     Args:
@@ -28,14 +28,11 @@ class RunExecutor:
     """
 
     def __init__(self, engine: RunEngine, capacity: int = 4, poll_seconds: float = 1.0) -> None:
+        super().__init__("modelyard-runs", poll_seconds, capacity)
         self.engine = engine
         self.capacity = capacity
-        self.poll_seconds = poll_seconds
         self._active: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = ThreadPoolExecutor(capacity, thread_name_prefix="modelyard-run")
-        self._poller: threading.Thread | None = None
 
     @property
     def active(self) -> set[str]:
@@ -47,7 +44,7 @@ class RunExecutor:
         with self._lock:
             free = self.capacity - len(self._active)
             busy = set(self._active)
-        if free <= 0 or self._stop.is_set():
+        if free <= 0 or self.stopping.is_set():
             return []
         with self.engine.sessions() as session:
             candidates = [r for r in claimable(session, free + len(busy)) if r not in busy]
@@ -59,13 +56,14 @@ class RunExecutor:
                 continue  # another executor was faster
             with self._lock:
                 self._active.add(run_id)
-            self._threads.submit(self._drive, run_id)
+            assert self.threads is not None
+            self.threads.submit(self._drive, run_id)
             picked.append(run_id)
         return picked
 
     def _drive(self, run_id: str) -> None:
         try:
-            state = self.engine.execute(run_id, stop=self._stop)
+            state = self.engine.execute(run_id, stop=self.stopping)
             logger.info("run %s is %s", run_id, state.value)
         except RunLeasedError:
             logger.info("run %s was taken by another engine", run_id)
@@ -74,23 +72,3 @@ class RunExecutor:
         finally:
             with self._lock:
                 self._active.discard(run_id)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._poller = threading.Thread(target=self._loop, name="modelyard-executor", daemon=True)
-        self._poller.start()
-
-    def stop(self) -> None:
-        """Hand every run back (tasks stopped and queued again) and wait for that."""
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=30)
-        self._threads.shutdown(wait=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll()
-            except Exception:  # the store is down: try again next time
-                logger.exception("executor poll failed")
-            self._stop.wait(self.poll_seconds)

@@ -11,7 +11,6 @@ scheduler restarts, two schedulers race, or a backfill covered it first.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.errors import ModelyardError
 from modelyard.pipelines.runs import NewRun, create_run, interval_key, utcnow
+from modelyard.polling import Poller
 from modelyard.specs.pipelines import PipelineSpec
 from modelyard.specs.runs import RunState
 from modelyard.store.db import transaction
@@ -118,7 +118,7 @@ def next_run_at(schedule: Schedule, now: datetime) -> datetime | None:
     return intervals.next_after(tick)
 
 
-class Scheduler:
+class Scheduler(Poller):
     """Creates the runs schedules owe; one ``tick`` is safe to repeat at any moment.
 
     Args:
@@ -127,10 +127,8 @@ class Scheduler:
     """
 
     def __init__(self, sessions: sessionmaker[Session], poll_seconds: float = 5.0) -> None:
+        super().__init__("modelyard-scheduler", poll_seconds)
         self.sessions = sessions
-        self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def tick(self, now: datetime | None = None) -> list[str]:
         """Create every run that is due; returns their ids."""
@@ -202,22 +200,5 @@ class Scheduler:
                 )
             return created
 
-    # -- the background thread inside ``modelyard up`` ----------------------------------
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="modelyard-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # the store is down: try again next time
-                logger.exception("scheduler tick failed")
-            self._stop.wait(self.poll_seconds)
+    def poll(self) -> list[str]:
+        return self.tick()

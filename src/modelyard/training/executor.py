@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.pipelines.runs import new_owner, owner_gone
+from modelyard.polling import Poller
 from modelyard.specs.training import TrainingJobSpec
 from modelyard.store.db import transaction
 from modelyard.store.models import TrainingJob
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 SecretLookup = Callable[[str, tuple[str, ...]], dict[str, str]]
 
 
-class JobExecutor:
+class JobExecutor(Poller):
     """Claims and runs queued training jobs, ``capacity`` at once (a gang usually wants
     the whole machine: the default is one).
 
@@ -46,23 +46,20 @@ class JobExecutor:
         capacity: int = 1,
         poll_seconds: float = 1.0,
     ) -> None:
+        super().__init__("modelyard-jobs", poll_seconds, capacity)
         self.sessions = sessions
         self.secrets = secrets
         self.capacity = capacity
-        self.poll_seconds = poll_seconds
         self.owner = new_owner()
         self._active: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = ThreadPoolExecutor(capacity, thread_name_prefix="modelyard-job")
-        self._poller: threading.Thread | None = None
 
     def poll(self) -> list[str]:
         """Requeue orphaned jobs, then claim what there is room for; returns their ids."""
         self._requeue_orphans()
         with self._lock:
             free = self.capacity - len(self._active)
-        if free <= 0 or self._stop.is_set():
+        if free <= 0 or self.stopping.is_set():
             return []
         with self.sessions() as session:
             candidates = list(
@@ -79,7 +76,8 @@ class JobExecutor:
                 continue
             with self._lock:
                 self._active.add(job_id)
-            self._threads.submit(self._run, job_id)
+            assert self.threads is not None
+            self.threads.submit(self._run, job_id)
             claimed.append(job_id)
         return claimed
 
@@ -116,30 +114,10 @@ class JobExecutor:
                 spec = TrainingJobSpec.model_validate(job.spec)
                 project_id = job.project_id
             env = self.secrets(project_id, spec.secrets)
-            result = jobs.run_here(self.sessions, job_id, env=env, stop=self._stop)
+            result = jobs.run_here(self.sessions, job_id, env=env, stop=self.stopping)
             logger.info("job %s is %s: %s", job_id, result.outcome.value, result.reason)
         except Exception:
             logger.exception("job %s: the executor failed running it", job_id)
         finally:
             with self._lock:
                 self._active.discard(job_id)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._poller = threading.Thread(target=self._loop, name="modelyard-jobs", daemon=True)
-        self._poller.start()
-
-    def stop(self) -> None:
-        """Stop running gangs and put their jobs back in the queue."""
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join(timeout=30)
-        self._threads.shutdown(wait=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll()
-            except Exception:  # the store is down: try again next time
-                logger.exception("job executor poll failed")
-            self._stop.wait(self.poll_seconds)
