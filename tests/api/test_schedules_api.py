@@ -230,3 +230,15 @@ def test_retrying_a_failed_run_queues_its_failed_tasks(platform: Platform, eddie
         detail = client.get(f"/api/v1/projects/risk/runs/{run_id}").json()
     assert (retried["reset_tasks"], retried["run"]["state"]) == (1, "queued")
     assert [(t["state"], t["attempts"]) for t in detail["tasks"]] == [("pending", 0)]
+
+
+def test_a_run_on_an_unknown_runtime_is_refused(platform: Platform, eddie: str) -> None:
+    with platform.client(eddie) as client:
+        response = client.post(
+            "/api/v1/projects/risk/runs",
+            json={"spec": pipeline(), "params": {"region": "eu"}, "runtime": "mars"},
+        )
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "runtime/unknown"
+    assert error["message"] == "unknown runtime 'mars'; available: local"

@@ -124,3 +124,42 @@ def test_stopping_the_executor_hands_a_running_job_back(
     assert handed_back["state"] == "queued"
     assert handed_back["reason"] == "queued again: the executor running it stopped"
     assert [a["outcome"] for a in handed_back["attempts"]] == ["cancelled"]
+
+
+def test_a_job_whose_executor_died_is_queued_again_and_picked_up(
+    platform: Platform, make_project: MakeProject, settings: Settings
+) -> None:
+    import subprocess
+    import sys
+
+    from modelyard.pipelines.runs import new_owner
+    from modelyard.store.db import transaction
+    from modelyard.store.models import TrainingJob
+
+    make_project("ml")
+    with platform.admin() as admin:
+        job = admin.post(
+            "/api/v1/projects/ml/jobs",
+            json={"name": "x", "entrypoint": f"{T}:hang", "params": {"seconds": 60}},
+        ).json()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    host, _, token = new_owner().split(":")
+    sessions = session_factory(platform.engine)
+    with transaction(sessions) as session:
+        row = session.get(TrainingJob, job["id"])
+        assert row is not None
+        row.state, row.owner = "running", f"{host}:{dead}:{token}"
+    executor = JobExecutor(sessions, secret_lookup(settings, sessions), poll_seconds=60)
+    try:
+        assert executor.poll() == [job["id"]]
+        with sessions() as session:
+            row = session.get(TrainingJob, job["id"])
+            assert row is not None
+            assert (row.state, row.owner) == ("running", executor.owner)
+    finally:
+        executor.stop()

@@ -227,5 +227,9 @@ def test_a_training_job_submitted_to_the_server_runs_there(
     assert "every worker finished" in capsys.readouterr().out
     assert main(["train", "logs", job_id, "-p", "analytics", "--rank", "1"]) == 0
     assert "attempt-1 · rank-1" in capsys.readouterr().out
+    assert main(["train", "logs", job_id, "-p", "analytics"]) == 0  # every rank, one client
+    every = capsys.readouterr().out
+    assert "attempt-1 · rank-0" in every
+    assert "attempt-1 · rank-1" in every
     assert main(["train", "cancel", job_id, "-p", "analytics"]) == 0
     assert "has ended" in capsys.readouterr().out

@@ -161,10 +161,7 @@ def check_options(project: str, runtime: str) -> None:
             f"{project!r} is not a project name; parameters are given with -P key=value",
             param_hint="--project",
         )
-    try:
-        check_runtime(runtime)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--runtime") from exc
+    check_runtime(runtime)
 
 
 QUEUED_HINT_SECONDS = 10.0

@@ -1,8 +1,11 @@
-"""train: training jobs on this machine (submit runs the gang here and waits)."""
+"""train: training jobs, on this machine (submit runs the gang here and waits) or on a
+server (MODELYARD_URL)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +25,7 @@ from modelyard.cli.runs import (
     remote_client,
     store_sessions,
 )
+from modelyard.client import ModelyardClient
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError
 from modelyard.pipelines.local import secret_lookup
@@ -185,7 +189,9 @@ def status(
     job_id: str, project: ProjectOption = DEFAULT_PROJECT, output: OutputOption = OutputFormat.table
 ) -> None:
     """A job's state and every start of its gang, with the reason it ended."""
-    detail = _detail(job_id, project)
+    api = remote_client()
+    with api or contextlib.nullcontext():
+        detail = _detail(job_id, project, api)
     if output is OutputFormat.json:
         typer.echo(detail.model_dump_json(indent=2))
         return
@@ -198,11 +204,9 @@ def status(
     console.print(table)
 
 
-def _detail(job_id: str, project: str) -> TrainingJobDetail:
-    api = remote_client()
+def _detail(job_id: str, project: str, api: ModelyardClient | None) -> TrainingJobDetail:
     if api is not None:
-        with api:
-            return api.get_job(project, job_id)
+        return api.get_job(project, job_id)
     with store_sessions(Settings()) as sessions, sessions() as session:
         return jobs.job_detail(jobs.find(session, job_id), jobs.attempts_of(session, job_id))
 
@@ -215,32 +219,39 @@ def logs(
     attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
 ) -> None:
     """What each worker printed, attempt by attempt."""
-    detail = _detail(job_id, project)
     api = remote_client()
-    folder = None
-    if api is None:
-        with store_sessions(Settings()) as sessions, sessions() as session:
-            folder = Path(jobs.find(session, job_id).workdir)
-    found = False
-    for number in (a.number for a in detail.attempts):
-        if attempt is not None and number != attempt:
-            continue
-        for worker in range(detail.workers):
-            if rank is not None and worker != rank:
+    with api or contextlib.nullcontext():
+        detail = _detail(job_id, project, api)
+        read = _log_reader(job_id, project, api)
+        found = False
+        for number in (a.number for a in detail.attempts):
+            if attempt is not None and number != attempt:
                 continue
-            if api is not None:
-                with api:
-                    data = api.job_log(project, job_id, attempt=number, rank=worker)
-            else:
-                assert folder is not None
-                path = folder / f"attempt-{number}" / f"rank-{worker}.log"
-                data = path.read_bytes() if path.is_file() else b""
-            found = True
-            console.rule(f"attempt-{number} · rank-{worker}")
-            text = data.decode(errors="replace").rstrip("\n")
-            console.print(text, highlight=False, markup=False, soft_wrap=True)
+            for worker in range(detail.workers):
+                if rank is not None and worker != rank:
+                    continue
+                found = True
+                console.rule(f"attempt-{number} · rank-{worker}")
+                text = read(number, worker).decode(errors="replace").rstrip("\n")
+                console.print(text, highlight=False, markup=False, soft_wrap=True)
     if not found:
         console.print("[dim](no logs)[/dim]")
+
+
+def _log_reader(
+    job_id: str, project: str, api: ModelyardClient | None
+) -> Callable[[int, int], bytes]:
+    """Reads one worker's log of one attempt: from the server, or from the job's folder."""
+    if api is not None:
+        return lambda number, worker: api.job_log(project, job_id, attempt=number, rank=worker)
+    with store_sessions(Settings()) as sessions, sessions() as session:
+        folder = Path(jobs.find(session, job_id).workdir)
+
+    def read(number: int, worker: int) -> bytes:
+        path = folder / f"attempt-{number}" / f"rank-{worker}.log"
+        return path.read_bytes() if path.is_file() else b""
+
+    return read
 
 
 @train_app.command("cancel")
@@ -249,10 +260,12 @@ def cancel(job_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
     api = remote_client()
     if api is not None:
         with api:
-            running = api.cancel_job(project, job_id).state in (jobs.QUEUED, jobs.RUNNING)
+            state = api.cancel_job(project, job_id).state
     else:
         with store_sessions(Settings()) as sessions:
-            running = jobs.request_cancel(sessions, job_id)
+            state = jobs.request_cancel(sessions, job_id)
     console.print(
-        f"cancellation requested for job {job_id}" if running else f"job {job_id} has ended"
+        f"cancellation requested for job {job_id}"
+        if state == jobs.RUNNING
+        else f"job {job_id} has ended ({state})"
     )

@@ -34,11 +34,6 @@ class RunExecutor(Poller):
         self._active: set[str] = set()
         self._lock = threading.Lock()
 
-    @property
-    def active(self) -> set[str]:
-        with self._lock:
-            return set(self._active)
-
     def poll(self) -> list[str]:
         """Claim what there is room for; returns the run ids picked up."""
         with self._lock:

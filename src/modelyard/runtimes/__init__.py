@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import Future
 from typing import Protocol
 
+from modelyard.errors import InvalidInputError
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
 
 
@@ -38,10 +39,14 @@ def check_runtime(name: str) -> str:
     """``name`` if a runtime of that name is registered.
 
     Raises:
-        ValueError: no such runtime; the message lists those there are.
+        InvalidInputError: no such runtime; the message lists those there are.
     """
     if name not in RUNTIMES:
-        raise ValueError(f"unknown runtime {name!r}; available: {', '.join(sorted(RUNTIMES))}")
+        raise InvalidInputError(
+            f"unknown runtime {name!r}; available: {', '.join(sorted(RUNTIMES))}",
+            code="runtime/unknown",
+            details={"runtime": name},
+        )
     return name
 
 

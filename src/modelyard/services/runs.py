@@ -17,6 +17,7 @@ from modelyard.pipelines.runs import (
     create_run,
     reset_for_retry,
 )
+from modelyard.runtimes import check_runtime
 from modelyard.services.context import ServiceContext
 from modelyard.specs.runs import RunCreate
 from modelyard.store.models import PipelineRun, Project, TaskAttempt, TaskRun
@@ -39,6 +40,7 @@ class RunService:
         """Queue a run (editor or above); refused before anything runs when a parameter,
         a secret or a pool is wrong."""
         record = self.ctx.project(project, Permission.RUN)
+        check_runtime(spec.runtime)
         params = check_params(spec.spec, spec.params)
         check_secrets(self.ctx.session, record.id, record.name, spec.spec)
         run = create_run(

@@ -62,15 +62,9 @@ class TrainingService:
         """Stop a job: a queued one at once, a running one through its executor."""
         record = self.ctx.project(project, Permission.RUN)
         job = self._load(record, job_id)
-        if job.state == jobs.QUEUED:
-            job.state = "cancelled"
-            job.reason = "cancelled before it started"
-        elif job.state == jobs.RUNNING and not job.cancel_requested:
-            job.cancel_requested = True
-        else:
-            return job
-        self.ctx.flush(f"job {job_id!r}")
-        self.ctx.audit("job.cancel", "job", job_id, project=record)
+        if jobs.cancel(job):
+            self.ctx.flush(f"job {job_id!r}")
+            self.ctx.audit("job.cancel", "job", job_id, project=record)
         return job
 
     def log(self, project: str, job_id: str, attempt: int, rank: int) -> bytes:

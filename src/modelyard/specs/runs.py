@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from modelyard.runtimes import check_runtime
 from modelyard.specs.common import Spec
 from modelyard.specs.pipelines import PipelineSpec
 
@@ -77,12 +76,9 @@ class RunCreate(Spec):
     params: dict[str, Any] = Field(default_factory=dict)
     logical_date: datetime | None = None
     max_parallelism: int | None = Field(default=None, ge=1)
-    runtime: str = "local"
-
-    @field_validator("runtime")
-    @classmethod
-    def _known_runtime(cls, value: str) -> str:
-        return check_runtime(value)
+    runtime: str = Field(
+        default="local", max_length=32, description="Where tasks run (checked by the service)."
+    )
 
     @field_validator("logical_date")
     @classmethod

@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 QUEUED = "queued"
 RUNNING = "running"
-FINISHED = {outcome.value for outcome in GangOutcome}
 
 
 class JobNotFoundError(NotFoundError):
@@ -68,14 +67,25 @@ def attempts_of(session: Session, job_id: str) -> list[TrainingAttempt]:
     )
 
 
-def request_cancel(sessions: sessionmaker[Session], job_id: str) -> bool:
-    """Ask the process running the job to stop it; returns whether it was unfinished."""
+def request_cancel(sessions: sessionmaker[Session], job_id: str) -> str:
+    """Stop a job (see :func:`cancel`); returns its state afterwards."""
     with transaction(sessions) as session:
         job = find(session, job_id)
-        if job.state in FINISHED:
-            return False
+        cancel(job)
+        return job.state
+
+
+def cancel(job: TrainingJob) -> bool:
+    """A queued job is cancelled at once; a running one is asked to stop, and whoever
+    runs it stops its gang. Returns whether anything changed."""
+    if job.state == QUEUED:
+        job.state = GangOutcome.CANCELLED.value
+        job.reason = "cancelled before it started"
+        return True
+    if job.state == RUNNING and not job.cancel_requested:
         job.cancel_requested = True
         return True
+    return False
 
 
 def run_here(
