@@ -44,7 +44,7 @@ __all__ = ["postgres_admin"]  # a fixture, shared with every test folder
 def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's MODELYARD_* variables, config or credentials."""
     for name in list(os.environ):
-        if name.startswith(("MODELYARD_", "OTEL_")):
+        if name.startswith(("MODELYARD_", "OTEL_", "MLFLOW_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))

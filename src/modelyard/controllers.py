@@ -16,6 +16,7 @@ from modelyard.pipelines.executor import RunExecutor
 from modelyard.pipelines.local import local_engine, secret_lookup
 from modelyard.pipelines.scheduling import Scheduler
 from modelyard.training.executor import JobExecutor
+from modelyard.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ControlPlane:
             secret_lookup(self.settings, self.sessions),
             capacity=self.settings.max_active_jobs,
             poll_seconds=self.settings.executor_poll_seconds,
+            tracking_config=TrackingConfig.from_settings(self.settings),
         )
         self.jobs.start()
         self.scheduler.start()

@@ -35,6 +35,7 @@ from modelyard.store.db import opened_engine, session_factory, transaction
 from modelyard.store.models import TrainingJob
 from modelyard.training import jobs
 from modelyard.training.launch import GangAttempt, GangOutcome
+from modelyard.training.tracking import TrackingConfig
 
 train_app = typer.Typer(help="Training jobs: gangs of worker processes.", no_args_is_help=True)
 
@@ -127,7 +128,13 @@ def submit(
                 console.print(f"attempt {attempt.number}: {attempt.reason} ({verb})")
 
         with console.status(f"job {job_id}: {spec.workers} worker(s) running"):
-            result = jobs.run_here(sessions, job_id, env=env, on_attempt=show)
+            result = jobs.run_here(
+                sessions,
+                job_id,
+                env=env,
+                on_attempt=show,
+                tracking_config=TrackingConfig.from_settings(settings),
+            )
     _finish(
         job_id,
         result.outcome.value,

@@ -63,7 +63,9 @@ from modelyard.specs.pipelines import NodeSpec, PipelineSpec
 from modelyard.specs.runs import AttemptState, RunState, TaskState
 from modelyard.store.db import transaction
 from modelyard.store.ids import new_id
-from modelyard.store.models import ArtifactLink, PipelineRun, TaskAttempt, TaskRun
+from modelyard.store.models import ArtifactLink, PipelineRun, Project, TaskAttempt, TaskRun
+from modelyard.training import tracking
+from modelyard.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class _Run:
     spec: PipelineSpec
     params: dict[str, Any]
     project_id: str
+    project: str  # its name
     logical_date: datetime | None
     max_parallel: int | None
     progress: RunProgress  # its task states, written through to the store
@@ -124,12 +127,14 @@ class EngineSettings:
         logs_dir: Where per-attempt logs are written.
         poll_seconds: How often the engine looks for cancellation and due retries.
         lease: How long a run stays ours without renewal (renewed every third of it).
+        tracking: Where tracked tasks' MLflow runs go; None runs them untracked.
     """
 
     artifacts_url: str
     logs_dir: Path
     poll_seconds: float = 0.05
     lease: timedelta = DEFAULT_LEASE
+    tracking: TrackingConfig | None = None
 
 
 class _Stopped(Exception):
@@ -372,6 +377,7 @@ class RunEngine:
                 spec=spec,
                 params=dict(run.params),
                 project_id=run.project_id,
+                project=_project_name(session, run.project_id),
                 logical_date=run.logical_date,
                 max_parallel=run.max_parallelism,
                 progress=RunProgress(spec, task_runs),
@@ -574,6 +580,8 @@ class RunEngine:
             "logical_date": run.logical_date.isoformat() if run.logical_date else None,
             "map_index": task_run.map_index,
         }
+        if node.options.track and self.settings.tracking is not None:
+            request["tracking"] = _tracking_request(self.settings.tracking, run, node, inputs)
         job = Job(
             target=ENTRYPOINT,
             kwargs={"request": request},
@@ -741,3 +749,27 @@ def _import_path(spec: PipelineSpec, node: NodeSpec) -> tuple[str, ...]:
     module = sys.modules.get(module_name)
     file = getattr(module, "__file__", None) or spec.source.rpartition(":")[0]
     return (file,) if file else ()
+
+
+def _project_name(session: Session, project_id: str) -> str:
+    project = session.get(Project, project_id)
+    return project.name if project is not None else project_id
+
+
+def _tracking_request(
+    config: TrackingConfig, run: _Run, node: NodeSpec, inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """What a tracked task's worker needs to open its MLflow run."""
+    digests = sorted({d for value in inputs.values() for d in digests_in(value)})
+    return {
+        "tracking_uri": config.tracking_uri,
+        "artifact_root": config.artifact_root,
+        "project": run.project,
+        "tags": {
+            tracking.PROJECT: run.project,
+            tracking.PIPELINE: run.spec.name,
+            tracking.PIPELINE_RUN: run.id,
+            tracking.TASK: node.task_name,
+            tracking.INPUTS: ",".join(digests),
+        },
+    }

@@ -119,8 +119,41 @@ def run_attempt(request: dict[str, Any]) -> dict[str, Any]:
     )
     token = _context.set(context)
     try:
-        with _structured_logs(context):
+        with _structured_logs(context), _tracked(request, function, context) as run_id:
             value = function(**kwargs)
     finally:
         _context.reset(token)
-    return store_output(store, value, request["task_name"]).model_dump(mode="json")
+    output = store_output(store, value, request["task_name"])
+    if run_id is not None:
+        _tag_output(request, run_id, output.digest)
+    return output.model_dump(mode="json")
+
+
+@contextlib.contextmanager
+def _tracked(request: dict[str, Any], function: Any, context: TaskContext) -> Iterator[str | None]:
+    """For a tracked task, an MLflow run active while it runs (see ``task(track=...)``)."""
+    wanted = request.get("tracking")
+    if wanted is None:
+        yield None
+        return
+    from modelyard.training import tracking
+
+    config = tracking.TrackingConfig(wanted["tracking_uri"], wanted["artifact_root"])
+    name = context.task if context.map_index < 0 else f"{context.task}[{context.map_index}]"
+    tags = {
+        **wanted["tags"],
+        **tracking.code_tags(request["task"], function),
+        tracking.ATTEMPT: str(context.attempt),
+    }
+    run_id = tracking.open_run(config, wanted["project"], name, tags)
+    with tracking.active_run(config, run_id):
+        yield run_id
+
+
+def _tag_output(request: dict[str, Any], run_id: str, digest: str) -> None:
+    from modelyard.training import tracking
+
+    config = tracking.TrackingConfig(
+        request["tracking"]["tracking_uri"], request["tracking"]["artifact_root"]
+    )
+    config.client().set_tag(run_id, tracking.OUTPUT, digest)

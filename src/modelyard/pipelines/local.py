@@ -15,6 +15,7 @@ from modelyard.config import Settings
 from modelyard.pipelines.engine import ENTRYPOINT, EngineSettings, RunEngine
 from modelyard.runtimes.local.pool import DEFAULT_PRELOAD, WorkerPool
 from modelyard.store.models import Secret
+from modelyard.training.tracking import TrackingConfig
 
 SecretLookup = Callable[[str, tuple[str, ...]], dict[str, str]]
 # Workers import what every attempt needs (pyarrow, pandas, the artifact store) before
@@ -46,7 +47,9 @@ def local_engine(
     size = workers or max(1, os.cpu_count() or 1)
     store = from_settings(settings)
     engine_settings = EngineSettings(
-        artifacts_url=settings.resolved_artifacts_url, logs_dir=settings.home / "logs"
+        artifacts_url=settings.resolved_artifacts_url,
+        logs_dir=settings.home / "logs",
+        tracking=TrackingConfig.from_settings(settings),
     )
     with WorkerPool(size, preload=WORKER_PRELOAD) as pool:
         yield RunEngine(

@@ -144,6 +144,7 @@ def task(
     cache: bool = True,
     secrets: Sequence[str] = (),
     env: Environment | dict[str, Any] | None = None,
+    track: bool = False,
 ) -> Callable[[Callable[P, R]], TaskDefinition[P, R]]: ...
 
 
@@ -164,6 +165,10 @@ def task(fn: Callable[..., Any] | None = None, /, **settings: Any) -> Any:
             are unchanged (on by default: tasks are meant to be pure).
         secrets: Project secrets to inject as environment variables.
         env: Requirements or image for remote runtimes.
+        track: Give each attempt an MLflow run in the project's experiment, active while
+            the task runs (``mlflow.log_*`` calls and autologging land in it), tagged
+            with the pipeline run, the task, the content digests of its inputs and its
+            code version.
     """
 
     def decorate(function: Callable[P, R]) -> TaskDefinition[P, R]:

@@ -55,6 +55,7 @@ class TaskOptions(Spec):
     cache: bool = True
     secrets: tuple[str, ...] = ()
     env: Environment = Environment()
+    track: bool = False
 
     @field_validator("timeout")
     @classmethod

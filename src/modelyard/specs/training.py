@@ -112,6 +112,7 @@ class TrainingJobOut(Spec):
     reason: str
     workers: int
     result: Any = None
+    mlflow_run_id: str | None = None
     created_by: str | None
     created_at: datetime
     started_at: datetime | None

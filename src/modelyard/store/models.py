@@ -368,6 +368,7 @@ class TrainingJob(Versioned, Base):
     workdir: Mapped[str] = mapped_column(Text, nullable=False, default="")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     owner: Mapped[str | None] = mapped_column(String(128))  # the executor running it
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     created_by: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -22,6 +22,7 @@ from modelyard.specs.training import TrainingJobSpec
 from modelyard.store.db import transaction
 from modelyard.store.models import TrainingJob
 from modelyard.training import jobs
+from modelyard.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class JobExecutor(Poller):
         secrets: Looks up a project's secret values by name, for injection.
         capacity: Jobs run at once.
         poll_seconds: How often the store is asked for jobs.
+        tracking_config: Where jobs' MLflow runs go; None runs them untracked.
     """
 
     def __init__(
@@ -45,11 +47,13 @@ class JobExecutor(Poller):
         secrets: SecretLookup,
         capacity: int = 1,
         poll_seconds: float = 1.0,
+        tracking_config: TrackingConfig | None = None,
     ) -> None:
         super().__init__("modelyard-jobs", poll_seconds, capacity)
         self.sessions = sessions
         self.secrets = secrets
         self.capacity = capacity
+        self.tracking_config = tracking_config
         self.owner = new_owner()
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -114,7 +118,13 @@ class JobExecutor(Poller):
                 spec = TrainingJobSpec.model_validate(job.spec)
                 project_id = job.project_id
             env = self.secrets(project_id, spec.secrets)
-            result = jobs.run_here(self.sessions, job_id, env=env, stop=self.stopping)
+            result = jobs.run_here(
+                self.sessions,
+                job_id,
+                env=env,
+                stop=self.stopping,
+                tracking_config=self.tracking_config,
+            )
             logger.info("job %s is %s: %s", job_id, result.outcome.value, result.reason)
         except Exception:
             logger.exception("job %s: the executor failed running it", job_id)

@@ -20,8 +20,10 @@ from modelyard.specs.training import (
     TrainingJobSpec,
 )
 from modelyard.store.db import transaction
-from modelyard.store.models import TrainingAttempt, TrainingJob
+from modelyard.store.models import Project, TrainingAttempt, TrainingJob
+from modelyard.training import tracking
 from modelyard.training.launch import GangAttempt, GangLauncher, GangOutcome, JobResult
+from modelyard.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +96,12 @@ def run_here(
     env: dict[str, str] | None = None,
     on_attempt: Callable[[GangAttempt], None] | None = None,
     stop: threading.Event | None = None,
+    tracking_config: TrackingConfig | None = None,
 ) -> JobResult:
     """Run a job's gang on this machine until it ends, recording every attempt.
 
+    With ``tracking_config``, the job gets an MLflow run in its project's experiment
+    (the same run again when it resumes), handed to the workers as ``MLFLOW_RUN_ID``.
     When ``stop`` is set (the executor is stopping), the gang is stopped and the job is
     queued again, to be resumed from its checkpoints; a cancellation ends it.
     """
@@ -106,6 +111,15 @@ def run_here(
         workdir = Path(job.workdir)
         job.state = RUNNING
         job.started_at = datetime.now(UTC)
+        project = session.get(Project, job.project_id)
+        previous_run = job.mlflow_run_id
+    run_id = None
+    if tracking_config is not None and project is not None:
+        run_id = _open_run(tracking_config, project.name, job_id, spec, previous_run)
+    if run_id is not None and tracking_config is not None:
+        env = {**(env or {}), **tracking_config.env(), "MLFLOW_RUN_ID": run_id}
+        with transaction(sessions) as session:
+            find(session, job_id).mlflow_run_id = run_id
     cancel = threading.Event()
     watcher = threading.Thread(
         target=_watch_cancel, args=(sessions, job_id, cancel, stop), daemon=True
@@ -145,15 +159,50 @@ def run_here(
     with transaction(sessions) as session:
         job = find(session, job_id)
         job.owner = None
-        if stop is not None and stop.is_set() and not job.cancel_requested:
+        requeued = stop is not None and stop.is_set() and not job.cancel_requested
+        if requeued:
             job.state = QUEUED
             job.reason = "queued again: the executor running it stopped"
-            return result
-        job.state = result.outcome.value
-        job.reason = result.reason
-        job.result = result.result
-        job.finished_at = datetime.now(UTC)
+        else:
+            job.state = result.outcome.value
+            job.reason = result.reason
+            job.result = result.result
+            job.finished_at = datetime.now(UTC)
+    if run_id is not None and tracking_config is not None and not requeued:
+        _close_run(tracking_config, run_id, result)
     return result
+
+
+_RUN_STATUS = {GangOutcome.SUCCEEDED: "FINISHED", GangOutcome.CANCELLED: "KILLED"}
+
+
+def _open_run(
+    config: TrackingConfig, project: str, job_id: str, spec: TrainingJobSpec, run_id: str | None
+) -> str | None:
+    """The job's MLflow run, opened (or resumed); None when tracking is unavailable: the
+    job runs untracked rather than not at all."""
+    if not tracking.mlflow_available():
+        return None
+    tags = {tracking.PROJECT: project, tracking.JOB: job_id}
+    if spec.is_script:  # a function's code is fingerprinted by its worker, which imports it
+        tags.update(tracking.code_tags(spec.entrypoint))
+    try:
+        return tracking.open_run(config, project, spec.name, tags, run_id=run_id)
+    except Exception:
+        logger.warning(
+            "job %s: its MLflow run could not be opened; untracked", job_id, exc_info=True
+        )
+        return None
+
+
+def _close_run(config: TrackingConfig, run_id: str, result: JobResult) -> None:
+    try:
+        client = config.client()
+        client.set_tag(run_id, "modelyard.restarts", str(max(0, len(result.attempts) - 1)))
+        client.set_tag(run_id, "modelyard.outcome", f"{result.outcome.value}: {result.reason}")
+        client.set_terminated(run_id, status=_RUN_STATUS.get(result.outcome, "FAILED"))
+    except Exception:
+        logger.warning("could not end MLflow run %s", run_id, exc_info=True)
 
 
 def _watch_cancel(
@@ -185,6 +234,7 @@ def job_out(job: TrainingJob) -> TrainingJobOut:
         reason=job.reason,
         workers=workers if isinstance(workers, int) else 1,
         result=job.result,
+        mlflow_run_id=job.mlflow_run_id,
         created_by=job.created_by,
         created_at=job.created_at,
         started_at=job.started_at,

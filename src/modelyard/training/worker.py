@@ -11,12 +11,16 @@ failure policy to exception types and keep the result; the exit code is 0 or 1.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
 from modelyard.pipelines.loader import import_file, module_name_for, resolve_target
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_entrypoint(entrypoint: str) -> Any:
@@ -34,6 +38,7 @@ def main(argv: list[str]) -> int:
     report = Path(report_file)
     try:
         function = resolve_entrypoint(entrypoint)
+        _tag_code(entrypoint, function)
         result = function(**json.loads(params_json))
     except BaseException as exc:  # the user's code may raise anything, even SystemExit
         report.write_text(
@@ -52,6 +57,23 @@ def main(argv: list[str]) -> int:
     except TypeError:
         report.write_text(json.dumps({"result": repr(result)}))
     return 0
+
+
+def _tag_code(entrypoint: str, function: Any) -> None:
+    """Rank 0 names the code it runs on the job's MLflow run (when it has one)."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id or os.environ.get("RANK", "0") != "0":
+        return
+    try:
+        from mlflow import MlflowClient
+
+        from modelyard.training.tracking import code_tags
+
+        client = MlflowClient()
+        for key, value in code_tags(entrypoint, function).items():
+            client.set_tag(run_id, key, value)
+    except Exception:  # tracking is a record of the job, never a reason for it to fail
+        logger.warning("could not tag MLflow run %s with the code version", run_id, exc_info=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,349 @@
+"""Experiment tracking on MLflow: an experiment per project, a run per training job and
+per tracked pipeline task, tagged so that any model version leads back to its data and
+code, and buffered metric logging for training loops.
+
+The embedded default is ``sqlite:///$MODELYARD_HOME/mlflow.db`` with artifacts under the
+modelyard artifact store (``<artifacts>/mlflow``); ``MLFLOW_TRACKING_URI`` points
+everything at an MLflow server instead. Workers receive the tracking URI and their run
+through ``MLFLOW_TRACKING_URI`` and ``MLFLOW_RUN_ID``, so ``mlflow.start_run()``,
+``mlflow.log_metric`` and autologging in user code land in the run modelyard opened.
+
+MLflow is imported lazily: it is an optional dependency (``modelyard[ml]``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelyard.config import Settings
+from modelyard.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+logger = logging.getLogger(__name__)
+
+# Lineage tags, on runs and copied onto the model versions registered from them.
+PROJECT = "modelyard.project"
+JOB = "modelyard.job_id"
+PIPELINE = "modelyard.pipeline"
+PIPELINE_RUN = "modelyard.pipeline_run_id"
+TASK = "modelyard.task"
+ATTEMPT = "modelyard.attempt"
+INPUTS = "modelyard.inputs"  # comma-separated content digests of the input artifacts
+OUTPUT = "modelyard.output"  # the content digest of a tracked task's output
+CODE_VERSION = "modelyard.code_version"
+GIT_COMMIT = "mlflow.source.git.commit"
+SOURCE_NAME = "mlflow.source.name"
+LINEAGE_TAGS = (PROJECT, JOB, PIPELINE, PIPELINE_RUN, TASK, INPUTS, CODE_VERSION, GIT_COMMIT)
+
+ARTIFACT_ROOT_ENV = "MODELYARD_MLFLOW_ARTIFACT_ROOT"
+_MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+def mlflow_available() -> bool:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_mlflow() -> None:
+    if not mlflow_available():
+        raise ConfigurationError(
+            "tracking needs MLflow: install modelyard[ml]", code="tracking/unavailable"
+        )
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where runs and their artifacts go.
+
+    Args:
+        tracking_uri: MLflow's backend (a database URI or an MLflow server).
+        artifact_root: Where new experiments keep artifacts; None lets an MLflow server
+            decide.
+    """
+
+    tracking_uri: str
+    artifact_root: str | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrackingConfig:
+        explicit = os.environ.get("MLFLOW_TRACKING_URI")
+        if explicit:
+            return cls(explicit, os.environ.get(ARTIFACT_ROOT_ENV))
+        return cls(
+            f"sqlite:///{settings.home / 'mlflow.db'}",
+            settings.resolved_artifacts_url.rstrip("/") + "/mlflow",
+        )
+
+    def env(self) -> dict[str, str]:
+        """The environment that points a worker's MLflow at this store."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if self.artifact_root:
+            env[ARTIFACT_ROOT_ENV] = self.artifact_root
+        return env
+
+    def client(self) -> MlflowClient:
+        require_mlflow()
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+
+def project_experiment(config: TrackingConfig, project: str) -> str:
+    """The id of the project's experiment (named after it), created on first use with
+    its artifacts under the artifact store."""
+    from mlflow.exceptions import MlflowException
+
+    client = config.client()
+    existing = client.get_experiment_by_name(project)
+    if existing is not None:
+        return str(existing.experiment_id)
+    location = f"{config.artifact_root}/{project}" if config.artifact_root else None
+    try:
+        return str(
+            client.create_experiment(project, artifact_location=location, tags={PROJECT: project})
+        )
+    except MlflowException:  # another process created it first
+        again = client.get_experiment_by_name(project)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def open_run(
+    config: TrackingConfig,
+    project: str,
+    name: str,
+    tags: Mapping[str, str],
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    """Create a run in the project's experiment (or mark ``run_id`` running again, when
+    a job resumes) and return its id."""
+    client = config.client()
+    if run_id is not None:
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    all_tags = dict(tags)
+    if parent_run_id is not None:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(
+        project_experiment(config, project), run_name=name, tags=_clean(all_tags)
+    )
+    return str(run.info.run_id)
+
+
+def close_run(config: TrackingConfig, run_id: str, status: str) -> None:
+    """End a run: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    config.client().set_terminated(run_id, status=status)
+
+
+def _clean(tags: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in tags.items() if value}
+
+
+# -- code versions ----------------------------------------------------------------------
+
+
+def git_commit(path: Path) -> str | None:
+    """The commit checked out where ``path`` lives, with ``-dirty`` when files tracked
+    by git have changes; None outside a git work tree."""
+    folder = path if path.is_dir() else path.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def code_tags(entrypoint: str, function: Callable[..., Any] | None = None) -> dict[str, str]:
+    """Tags naming the code a run ran: a fingerprint of the function (its source and the
+    user code it calls) or of the script file, and the git commit when there is one."""
+    from modelyard.pipelines.fingerprint import code_fingerprint
+
+    tags = {SOURCE_NAME: entrypoint}
+    source: Path | None = None
+    if function is not None:
+        tags[CODE_VERSION] = code_fingerprint(function)
+        code = getattr(function, "__code__", None)
+        source = Path(code.co_filename) if code is not None else None
+    else:
+        script = Path(entrypoint.partition(":")[0])
+        if script.is_file():
+            tags[CODE_VERSION] = hashlib.sha256(script.read_bytes()).hexdigest()
+            source = script.resolve()
+    if source is not None and source.exists():
+        commit = git_commit(source)
+        if commit:
+            tags[GIT_COMMIT] = commit
+    return tags
+
+
+# -- logging from training code -----------------------------------------------------------
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its gang (or not in a gang at all)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+class MetricLogger:
+    """Metric points buffered in memory and written to MLflow in batches of up to 1,000
+    (one request each) when the buffer fills, every ``flush_seconds``, and at the end.
+
+    Logging 10,000 points one ``mlflow.log_metric`` call at a time costs 10,000 writes;
+    here it costs ten. Only rank 0 of a gang logs; other ranks' calls do nothing.
+
+    Args:
+        run_id: The run to log to; default: the active MLflow run, else ``MLFLOW_RUN_ID``,
+            else a new run in the current experiment.
+        flush_seconds: The longest a point waits in the buffer (checked when logging).
+    """
+
+    def __init__(self, run_id: str | None = None, flush_seconds: float = 5.0) -> None:
+        self.enabled = is_rank_zero()
+        self.flush_seconds = flush_seconds
+        self._points: list[Metric] = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._run_id = run_id
+        self._client: MlflowClient | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id or current_run_id()
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self.log_metrics({key: value}, step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with self._lock:
+            self._points.extend(
+                Metric(key, float(value), now, step) for key, value in metrics.items()
+            )
+            full = len(self._points) >= _MAX_BATCH
+        if full or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered point."""
+        with self._lock:
+            points, self._points = self._points, []
+            self._last_flush = time.monotonic()
+        if not points:
+            return
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient()
+        for start in range(0, len(points), _MAX_BATCH):
+            self._client.log_batch(self.run_id, metrics=points[start : start + _MAX_BATCH])
+
+
+def current_run_id() -> str:
+    """The active MLflow run, else the one modelyard gave this process (``MLFLOW_RUN_ID``),
+    else a new run, made active."""
+    require_mlflow()
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        return str(active.info.run_id)
+    return str(mlflow.start_run().info.run_id)
+
+
+_default: MetricLogger | None = None
+_default_lock = threading.Lock()
+
+
+def _logger() -> MetricLogger:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = MetricLogger()
+            atexit.register(_default.flush)
+        return _default
+
+
+def log_metric(key: str, value: float, step: int = 0) -> None:
+    """Log one metric point to this process's run (buffered; see :class:`MetricLogger`)."""
+    _logger().log_metric(key, value, step)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log several metric points at one step (buffered)."""
+    _logger().log_metrics(metrics, step)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log parameters to this process's run, in one request (rank 0 only)."""
+    if not is_rank_zero():
+        return
+    import mlflow
+
+    current_run_id()
+    mlflow.log_params(dict(params))
+
+
+def flush() -> None:
+    """Write every buffered metric point now."""
+    if _default is not None:
+        _default.flush()
+
+
+@contextmanager
+def active_run(config: TrackingConfig, run_id: str) -> Iterator[str]:
+    """Make ``run_id`` MLflow's active run in this process for the block, so that
+    ``mlflow.log_*`` calls and autologging land in it. At the end, buffered metrics are
+    written and the run ends ``FINISHED``, or ``FAILED`` if the block raised."""
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.start_run(run_id=run_id)
+    status = "FINISHED"
+    try:
+        yield run_id
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        try:
+            flush()
+        finally:
+            mlflow.end_run(status)

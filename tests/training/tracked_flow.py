@@ -1,0 +1,31 @@
+"""A pipeline with a tracked task (tests run it with ``modelyard run``)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from modelyard.pipelines.pipeline import pipeline
+from modelyard.pipelines.task import task
+
+
+@task
+def table(n: int) -> pa.Table:
+    return pa.table({"x": list(range(n))})
+
+
+@task(track=True)
+def fit(data: pa.Table, fail: bool) -> dict[str, int]:
+    import mlflow
+
+    from modelyard.training import tracking
+
+    mlflow.log_param("rows", data.num_rows)
+    tracking.log_metrics({"mean": sum(data["x"].to_pylist()) / data.num_rows})
+    if fail:
+        raise ValueError("diverged")
+    return {"rows": data.num_rows}
+
+
+@pipeline
+def tracked_flow(n: int = 10, fail: bool = False) -> None:
+    fit(table(n), fail)
