@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     home: Path = Path(".modelyard")
     database_url: str | None = None
     artifacts_url: str | None = None
+    tuning_storage_url: str | None = Field(
+        default=None, description="Optuna's study storage (default: SQLite in the home)."
+    )
 
     secret_key: SecretStr | None = Field(
         default=None, description="Fernet key(s), comma-separated, newest first."
@@ -99,6 +102,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifacts_url(self) -> str:
         return self.artifacts_url or (self.home / "artifacts").as_uri()
+
+    @property
+    def resolved_tuning_storage_url(self) -> str:
+        return self.tuning_storage_url or f"sqlite:///{self.home / 'optuna.db'}"
 
     @property
     def resolved_secret_key_file(self) -> Path:

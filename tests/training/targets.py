@@ -80,3 +80,49 @@ def tracked(epochs: int) -> dict[str, Any]:
     mlflow.set_tag("written_by", "rank 0")
     run = mlflow.active_run()
     return {"run": run.info.run_id if run else None}
+
+
+def fit_linear(rows: int, noise: float, reference: str) -> dict[str, Any]:
+    """Fits a linear regression on generated data, logs its error and the model, and
+    writes the training features to ``reference`` (Parquet) for registration."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.linear_model import LinearRegression
+
+    from modelyard.training import registry, tracking
+
+    generator = np.random.default_rng(7)
+    features = generator.normal(size=(rows, 2))
+    target = features @ np.array([2.0, -1.0]) + generator.normal(scale=noise, size=rows)
+    model = LinearRegression().fit(features, target)
+    rmse = float(np.sqrt(np.mean((model.predict(features) - target) ** 2)))
+    tracking.log_params({"noise": noise})
+    tracking.log_metrics({"rmse": rmse})
+    tracking.flush()
+    pq.write_table(pa.table({"a": features[:, 0], "b": features[:, 1]}), reference)
+    return {"model_uri": registry.log_model(model, input_example=features[:3]), "rmse": rmse}
+
+
+def quadratic(x: float, y: int, kind: str, epochs: int = 3) -> dict[str, Any]:
+    """An objective with its minimum at x=2: reports a falling loss per epoch (prunable),
+    fails for kind="broken", and logs a small model for the best to be registered."""
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    from modelyard.training import registry, tuning
+
+    if kind == "broken":
+        raise ValueError("this kind of model diverges")
+    loss = (x - 2.0) ** 2 + 0.01 * y
+    for epoch in range(epochs):
+        tuning.report(loss * (epochs - epoch), epoch)
+    features = np.arange(6, dtype=float).reshape(3, 2)
+    model = LinearRegression().fit(features, features.sum(axis=1) * x)
+    registry.log_model(model, input_example=features[:2])
+    return {"loss": loss, "x": x}
+
+
+def never_logs(x: float) -> dict[str, Any]:
+    """An objective that forgets the metric the search asks for."""
+    return {"accuracy": x}

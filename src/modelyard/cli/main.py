@@ -14,11 +14,14 @@ from modelyard.cli import (
     admin,
     artifacts,
     identity,
+    models,
     projects,
     runs,
     schedules,
     secrets,
+    tracking,
     training,
+    tuning,
 )
 from modelyard.cli.output import err_console
 from modelyard.errors import ExitCode, ModelyardError
@@ -49,6 +52,9 @@ def build_app() -> typer.Typer:
     app.add_typer(schedules.schedules_app, name="schedules")
     app.command()(schedules.backfill)
     app.add_typer(training.train_app, name="train")
+    app.command()(tuning.tune)
+    app.add_typer(models.models_app, name="models")
+    app.add_typer(tracking.mlflow_app, name="mlflow")
     app.add_typer(artifacts.artifacts_app, name="artifacts")
 
     @app.command()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -121,3 +122,122 @@ class TrainingJobOut(Spec):
 
 class TrainingJobDetail(TrainingJobOut):
     attempts: list[TrainingAttemptOut]
+
+
+class Distribution(Spec):
+    """One hyperparameter's search space.
+
+    ``uniform(low, high)``, ``loguniform(low, high)``, ``int(low, high)`` (``step`` and
+    ``log`` optional) or ``choice(a, b, ...)``.
+    """
+
+    kind: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    step: int | None = Field(default=None, ge=1)
+    log: bool = False
+    choices: tuple[str | int | float | bool, ...] = ()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.kind == "choice":
+            if not self.choices:
+                raise ValueError("choice(...) needs at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.kind}(low, high) needs both bounds")
+        if self.low >= self.high:
+            raise ValueError(f"{self.kind}({self.low:g}, {self.high:g}): low must be below high")
+        if self.kind == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform(low, high) needs low > 0")
+        if self.kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("int(low, high) takes whole numbers")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Distribution:
+        """``"loguniform(1e-3, 0.3)"``, ``"int(16, 256)"``, ``"choice(gbdt, dart)"``..."""
+        match = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", text)
+        if match is None:
+            raise ValueError(f"{text!r} is not kind(arguments), e.g. uniform(0, 1)")
+        kind, raw = match.group(1), [a.strip() for a in match.group(2).split(",") if a.strip()]
+        values = [_literal(a) for a in raw]
+        if kind == "choice":
+            return cls(kind="choice", choices=tuple(values))
+        if kind in ("uniform", "loguniform", "int") and len(values) in (2, 3):
+            step = int(values[2]) if len(values) == 3 else None
+            return cls(kind=kind, low=float(values[0]), high=float(values[1]), step=step)
+        raise ValueError(f"{text!r}: {kind} takes (low, high) or is not a known kind")
+
+
+def _literal(text: str) -> str | int | float | bool:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
+class TuneSpec(Spec):
+    """A hyperparameter search: ``trials`` runs of an objective, ``parallel`` at once.
+
+    Args:
+        study: The study's name; running it again continues it.
+        entrypoint: ``module:function`` or ``file.py:function``, called with ``params``
+            and the sampled values; it returns the metric (a number, or a dict holding
+            it), or logs it to its MLflow run.
+        params: Fixed keyword arguments.
+        space: Hyperparameter -> distribution.
+        metric: What the search optimises.
+        direction: ``minimize`` or ``maximize``.
+        trials: Trials the study ends with (those of earlier runs of it count).
+        parallel: Trials run at once.
+        pruner: ``median`` (median stopping), ``asha`` (successive halving) or ``none``;
+            objectives report progress with ``modelyard.training.tuning.report``.
+        workers: Processes per trial (distributed trials).
+        trial_timeout: A trial's time limit.
+        seed: The sampler's seed.
+    """
+
+    study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    entrypoint: str = Field(min_length=3, max_length=1024, pattern=r"^[^:]+:[^:]+$")
+    params: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Distribution] = Field(min_length=1)
+    metric: str = Field(min_length=1, max_length=250)
+    direction: Literal["minimize", "maximize"] = "minimize"
+    trials: int = Field(default=20, ge=1, le=10_000)
+    parallel: int = Field(default=1, ge=1, le=64)
+    pruner: Literal["none", "median", "asha"] = "none"
+    workers: int = Field(default=1, ge=1, le=64)
+    trial_timeout: timedelta | None = None
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> TuneSpec:
+        both = sorted(set(self.params) & set(self.space))
+        if both:
+            raise ValueError(f"{both} are both fixed params and searched: choose one")
+        return self
+
+
+class TrialOut(Spec):
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    reason: str
+    mlflow_run_id: str | None
+    seconds: float | None
+
+
+class TuneResult(Spec):
+    study: str
+    metric: str
+    direction: str
+    trials: list[TrialOut]
+    best: TrialOut | None
+    mlflow_run_id: str | None
+    registered: str | None = None  # "name/version@alias"

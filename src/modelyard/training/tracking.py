@@ -91,6 +91,17 @@ class TrackingConfig:
             settings.resolved_artifacts_url.rstrip("/") + "/mlflow",
         )
 
+    @classmethod
+    def current(cls) -> TrackingConfig:
+        """The store this process logs to: MLflow's tracking URI where one is set (as in
+        a job's workers and a tracked task), else the settings' store."""
+        require_mlflow()
+        import mlflow
+
+        if mlflow.is_tracking_uri_set():  # type: ignore[no-untyped-call]
+            return cls(mlflow.get_tracking_uri(), os.environ.get(ARTIFACT_ROOT_ENV))
+        return cls.from_settings(Settings())
+
     def env(self) -> dict[str, str]:
         """The environment that points a worker's MLflow at this store."""
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri}

@@ -1,0 +1,478 @@
+"""Hyperparameter search with Optuna on this machine: trials run as training gangs
+(``parallel`` at once), each in a child MLflow run of the study's run; pruning with
+median stopping or successive halving; the study lives in a database and continues
+where it stopped when the command runs again.
+
+The objective is a training function. It returns the metric (a number, or a dict that
+holds it) or logs it to its MLflow run; it may report progress with :func:`report`, which
+logs the point and raises ``optuna.TrialPruned`` when the pruner stops the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelyard.errors import InvalidInputError, ModelyardError
+from modelyard.pipelines.runs import new_owner, owner_gone
+from modelyard.specs.training import (
+    Distribution,
+    FailurePolicy,
+    TrainingJobSpec,
+    TrialOut,
+    TuneResult,
+    TuneSpec,
+)
+from modelyard.training import tracking
+from modelyard.training.launch import GangLauncher, GangOutcome, JobResult
+from modelyard.training.tracking import TrackingConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+logger = logging.getLogger(__name__)
+
+TRIAL_ENV = "MODELYARD_TRIAL"  # JSON: storage, study, trial id, pruner (set in trials)
+PRUNED = "optuna.exceptions.TrialPruned"
+STUDY_TAG = "modelyard.study"
+TRIAL_TAG = "modelyard.trial"
+
+
+class MissingMetricError(InvalidInputError):
+    """The objective neither returned nor logged the metric the search optimises."""
+
+    default_code = "tune/missing_metric"
+
+
+class StudyFailedError(ModelyardError):
+    """No trial completed (the command exits 1, as a failed job does)."""
+
+    http_status = 422
+    default_code = "tune/failed"
+
+
+# -- inside a trial ---------------------------------------------------------------------
+
+
+def report(value: float, step: int) -> None:
+    """Report the metric at ``step`` (e.g. an epoch): logged to the trial's MLflow run
+    and, in a search with a pruner, given to it; raises ``optuna.TrialPruned`` when the
+    trial should stop. Outside a search it only logs."""
+    tracking.log_metric(_trial_metric(), value, step)
+    trial = _current_trial()
+    if trial is None:
+        return
+    trial.report(value, step)
+    if trial.should_prune():
+        tracking.flush()
+        import optuna
+
+        raise optuna.TrialPruned(f"pruned at step {step} ({value:g})")
+
+
+def _trial_metric() -> str:
+    raw = os.environ.get(TRIAL_ENV)
+    return str(json.loads(raw)["metric"]) if raw else "objective"
+
+
+@lru_cache(maxsize=1)
+def _current_trial() -> optuna.trial.Trial | None:
+    raw = os.environ.get(TRIAL_ENV)
+    if not raw or not tracking.is_rank_zero():
+        return None
+    import optuna
+
+    wanted = json.loads(raw)
+    study = optuna.load_study(
+        study_name=wanted["study"],
+        storage=_storage(wanted["storage"]),
+        pruner=_pruner(wanted["pruner"]),
+    )
+    return optuna.trial.Trial(study, int(wanted["trial_id"]))
+
+
+# -- the search -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TuneContext:
+    """Where a search keeps its study, trials' folders and runs.
+
+    Args:
+        storage_url: Optuna's storage (a database URL).
+        workdir: Folders of the trials' gangs (logs, reports, checkpoints).
+        tracking: Where the MLflow runs go; None runs trials untracked (then the
+            objective must return the metric).
+        project: The project whose experiment holds the runs.
+        env: Extra environment for every trial (e.g. secrets).
+    """
+
+    storage_url: str
+    workdir: Path
+    tracking: TrackingConfig | None
+    project: str = "default"
+    env: dict[str, str] | None = None
+
+
+def tune(
+    spec: TuneSpec,
+    context: TuneContext,
+    on_trial: Callable[[TrialOut], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> TuneResult:
+    """Run the search until the study has ``spec.trials`` finished trials.
+
+    A trial that fails is recorded as failed and the search goes on; an objective that
+    does not produce the metric stops the search (every trial would fail the same way).
+
+    Raises:
+        MissingMetricError: the objective never returns nor logs ``spec.metric``.
+        StudyFailedError: every trial failed.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(context.storage_url)
+    study = optuna.create_study(
+        study_name=spec.study,
+        storage=storage,
+        direction=spec.direction,
+        pruner=_pruner(spec.pruner),
+        load_if_exists=True,
+    )
+    # A continued study's sampler must not draw the first run's values again.
+    seed = None if spec.seed is None else spec.seed + len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed)
+    _check_same_search(study, spec)
+    _fail_orphans(study)
+    search = _Search(spec, context, study, on_trial or (lambda _trial: None), cancel)
+    return search.run()
+
+
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _pruner(name: str) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def _check_same_search(study: optuna.Study, spec: TuneSpec) -> None:
+    """A study continued must be the same search: same objective, space and metric."""
+    signature = json.dumps(
+        {
+            "entrypoint": spec.entrypoint,
+            "metric": spec.metric,
+            "space": {k: v.model_dump(mode="json") for k, v in spec.space.items()},
+        },
+        sort_keys=True,
+    )
+    known = study.user_attrs.get("search")
+    if known is None:
+        study.set_user_attr("search", signature)
+    elif known != signature:
+        raise InvalidInputError(
+            f"study {spec.study!r} exists with another objective, metric or search space; "
+            "continue it with the same ones, or name a new study",
+            code="tune/study_mismatch",
+        )
+
+
+def _fail_orphans(study: optuna.Study) -> None:
+    """Trials left running by a search whose process is gone are failed: the search that
+    continues the study runs new ones in their place."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("modelyard_owner")
+        if isinstance(owner, str) and owner_gone(owner):
+            study.tell(trial.number, state=TrialState.FAIL)
+
+
+class _Search:
+    def __init__(
+        self,
+        spec: TuneSpec,
+        context: TuneContext,
+        study: optuna.Study,
+        on_trial: Callable[[TrialOut], None],
+        cancel: threading.Event | None,
+    ) -> None:
+        self.spec = spec
+        self.context = context
+        self.study = study
+        self.on_trial = on_trial
+        self.cancel = cancel or threading.Event()
+        self.owner = new_owner()
+        self.distributions = {name: _distribution(d) for name, d in spec.space.items()}
+        self.parent_run = self._parent_run()
+        self.missing_metric: str | None = None
+
+    def run(self) -> TuneResult:
+        from optuna.trial import TrialState
+
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        remaining = self.spec.trials - len(self.study.get_trials(states=finished))
+        running: dict[Future[tuple[optuna.trial.TrialState, float | None, str]], Any] = {}
+        with ThreadPoolExecutor(self.spec.parallel, thread_name_prefix="trial") as pool:
+            while (remaining > 0 or running) and not self.cancel.is_set():
+                while remaining > 0 and len(running) < self.spec.parallel:
+                    if self.missing_metric:
+                        remaining = 0
+                        break
+                    trial = self.study.ask(self.distributions)
+                    trial.set_user_attr("modelyard_owner", self.owner)
+                    running[pool.submit(self._trial, trial)] = trial
+                    remaining -= 1
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    trial = running.pop(future)
+                    state, value, reason = future.result()
+                    if reason:
+                        trial.set_user_attr("reason", reason)
+                    self.study.tell(trial, value if state == TrialState.COMPLETE else None, state)
+                    self.on_trial(self._out(self.study.get_trials(deepcopy=False)[trial.number]))
+        return self._result()
+
+    # -- one trial ------------------------------------------------------------------------
+
+    def _trial(self, trial: optuna.trial.Trial) -> tuple[Any, float | None, str]:
+        """Run one trial's gang; returns its state, value and, unless it completed, why."""
+        from optuna.trial import TrialState
+
+        params = {**self.spec.params, **trial.params}
+        run_id = self._child_run(trial)
+        env = dict(self.context.env or {})
+        env[TRIAL_ENV] = json.dumps(
+            {
+                "storage": self.context.storage_url,
+                "study": self.spec.study,
+                "trial_id": trial._trial_id,  # what optuna.trial.Trial() takes
+                "pruner": self.spec.pruner,
+                "metric": self.spec.metric,
+            }
+        )
+        if run_id is not None and self.context.tracking is not None:
+            env.update({**self.context.tracking.env(), "MLFLOW_RUN_ID": run_id})
+        job = TrainingJobSpec(
+            name=f"{self.spec.study}-{trial.number}",
+            entrypoint=self.spec.entrypoint,
+            params=params,
+            workers=self.spec.workers,
+            timeout=self.spec.trial_timeout,
+            failure_policy=FailurePolicy(backoff_limit=0),
+        )
+        folder = self.context.workdir / self.spec.study / f"trial-{trial.number}"
+        result = GangLauncher(job, folder, env=env, cancel=self.cancel).run()
+        state, value, reason = self._judge(result, run_id)
+        if run_id is not None:
+            status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
+            self._close(run_id, status.get(state, "FAILED"))
+        return state, value, reason
+
+    def _judge(self, result: JobResult, run_id: str | None) -> tuple[Any, float | None, str]:
+        from optuna.trial import TrialState
+
+        if result.outcome is not GangOutcome.SUCCEEDED:
+            cause = result.attempts[-1].cause if result.attempts else None
+            if cause is not None and cause.error_type == PRUNED:
+                return TrialState.PRUNED, None, cause.message or "pruned"
+            return TrialState.FAIL, None, result.reason
+        value = _metric_from(result.result, self.spec.metric)
+        if value is None and run_id is not None and self.context.tracking is not None:
+            logged = self.context.tracking.client().get_run(run_id).data.metrics
+            value = logged.get(self.spec.metric)
+            if value is None:
+                self.missing_metric = _missing(self.spec.metric, result.result, sorted(logged))
+        elif value is None:
+            self.missing_metric = _missing(self.spec.metric, result.result, [])
+        if value is None:
+            return TrialState.FAIL, None, self.missing_metric or ""
+        return TrialState.COMPLETE, value, ""
+
+    # -- MLflow ---------------------------------------------------------------------------
+
+    def _parent_run(self) -> str | None:
+        config = self.context.tracking
+        if config is None or not tracking.mlflow_available():
+            return None
+        known = self.study.user_attrs.get("mlflow_run_id")
+        tags = {tracking.PROJECT: self.context.project, STUDY_TAG: self.spec.study}
+        run_id = tracking.open_run(
+            config, self.context.project, f"tune {self.spec.study}", tags, run_id=known
+        )
+        if known is None:
+            self.study.set_user_attr("mlflow_run_id", run_id)
+            config.client().log_batch(
+                run_id,
+                params=_params(
+                    {
+                        "metric": self.spec.metric,
+                        "direction": self.spec.direction,
+                        "pruner": self.spec.pruner,
+                        "entrypoint": self.spec.entrypoint,
+                    }
+                ),
+            )
+        return run_id
+
+    def _child_run(self, trial: optuna.trial.Trial) -> str | None:
+        config = self.context.tracking
+        if config is None or self.parent_run is None:
+            return None
+        tags = {
+            tracking.PROJECT: self.context.project,
+            STUDY_TAG: self.spec.study,
+            TRIAL_TAG: str(trial.number),
+        }
+        run_id = tracking.open_run(
+            config,
+            self.context.project,
+            f"{self.spec.study}-{trial.number}",
+            tags,
+            parent_run_id=self.parent_run,
+        )
+        trial.set_user_attr("mlflow_run_id", run_id)
+        config.client().log_batch(run_id, params=_params({**self.spec.params, **trial.params}))
+        return run_id
+
+    def _close(self, run_id: str, status: str) -> None:
+        assert self.context.tracking is not None
+        self.context.tracking.client().set_terminated(run_id, status=status)
+
+    def _result(self) -> TuneResult:
+        from optuna.trial import TrialState
+
+        trials = [self._out(t) for t in self.study.get_trials(deepcopy=False)]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE.name.lower()]
+        best = None
+        if complete:
+            best = self._out(self.study.best_trial)
+            if self.parent_run is not None and self.context.tracking is not None:
+                client = self.context.tracking.client()
+                client.log_metric(self.parent_run, f"best_{self.spec.metric}", best.value or 0.0)
+                client.set_tag(self.parent_run, "modelyard.best_trial", str(best.number))
+                client.set_tag(self.parent_run, "modelyard.best_run", best.mlflow_run_id or "")
+        result = TuneResult(
+            study=self.spec.study,
+            metric=self.spec.metric,
+            direction=self.spec.direction,
+            trials=trials,
+            best=best,
+            mlflow_run_id=self.parent_run,
+        )
+        if self.parent_run is not None and self.context.tracking is not None:
+            ended = len(trials) >= self.spec.trials or self.missing_metric is not None
+            if ended or self.cancel.is_set():
+                status = "FINISHED" if best is not None else "FAILED"
+                self.context.tracking.client().set_terminated(self.parent_run, status=status)
+        if self.missing_metric is not None:
+            raise MissingMetricError(self.missing_metric, details={"study": self.spec.study})
+        if best is None and not self.cancel.is_set():
+            reasons = sorted({t.reason for t in trials if t.reason})
+            raise StudyFailedError(
+                f"every trial of {self.spec.study!r} failed: " + "; ".join(reasons[:3]),
+                details={"study": self.spec.study},
+            )
+        return result
+
+    @staticmethod
+    def _out(trial: optuna.trial.FrozenTrial) -> TrialOut:
+        seconds = None
+        if trial.datetime_start and trial.datetime_complete:
+            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        return TrialOut(
+            number=trial.number,
+            state=trial.state.name.lower(),
+            value=trial.value,
+            params=dict(trial.params),
+            reason=str(trial.user_attrs.get("reason") or _default_reason(trial)),
+            mlflow_run_id=trial.user_attrs.get("mlflow_run_id"),
+            seconds=seconds,
+        )
+
+
+def _default_reason(trial: optuna.trial.FrozenTrial) -> str:
+    from optuna.trial import TrialState
+
+    # The only trials failed without a reason are those whose search process stopped.
+    return "its search process stopped" if trial.state == TrialState.FAIL else ""
+
+
+def _metric_from(result: Any, metric: str) -> float | None:
+    if isinstance(result, bool):
+        return None
+    if isinstance(result, int | float):
+        return float(result)
+    if isinstance(result, dict) and isinstance(result.get(metric), int | float):
+        return float(result[metric])
+    return None
+
+
+def _missing(metric: str, result: Any, logged: list[str]) -> str:
+    returned = sorted(result) if isinstance(result, dict) else type(result).__name__
+    return (
+        f"the objective never produced metric {metric!r}: it returned {returned} and "
+        f"logged {logged or 'no metrics'}; return it (a number or a dict holding it) or "
+        "log it with modelyard.training.tracking.log_metric"
+    )
+
+
+def _params(values: dict[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(key, str(value)[:6000]) for key, value in values.items()]
+
+
+def _distribution(spec: Distribution) -> optuna.distributions.BaseDistribution:
+    import optuna
+
+    if spec.kind == "choice":
+        return optuna.distributions.CategoricalDistribution(list(spec.choices))
+    assert spec.low is not None
+    assert spec.high is not None
+    if spec.kind == "int":
+        return optuna.distributions.IntDistribution(
+            int(spec.low), int(spec.high), log=spec.log, step=spec.step or 1
+        )
+    return optuna.distributions.FloatDistribution(
+        spec.low, spec.high, log=spec.kind == "loguniform"
+    )
+
+
+def best_model_uri(config: TrackingConfig, result: TuneResult) -> str:
+    """The model the best trial logged (``registry.log_model`` in the objective)."""
+    if result.best is None or result.best.mlflow_run_id is None:
+        raise StudyFailedError(f"study {result.study!r} has no completed, tracked trial")
+    client = config.client()
+    run = client.get_run(result.best.mlflow_run_id)
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    if not models:
+        raise InvalidInputError(
+            f"the best trial ({result.best.number}) logged no model: call "
+            "modelyard.training.registry.log_model(model, input_example=...) in the objective",
+            code="tune/no_model",
+        )
+    return str(models[0].model_uri)
