@@ -41,7 +41,7 @@ def list_models(output: OutputOption = OutputFormat.table) -> None:
         rows.append(
             {
                 "name": model.name,
-                "latest": versions[0].version if versions else None,
+                "latest": str(versions[0].version) if versions else None,
                 "aliases": {alias: str(v) for alias, v in (model.aliases or {}).items()},
                 "updated": model.last_updated_timestamp,
             }
@@ -92,7 +92,7 @@ def register(
         f"registered {name} version {version.version}" + "".join(f" @{a}" for a in alias or ()),
         output,
         name=name,
-        version=version.version,
+        version=str(version.version),
         aliases=list(alias or ()),
     )
 
@@ -162,7 +162,7 @@ def compare(
                     "items": [
                         {
                             "name": f.version.name,
-                            "version": f.version.version,
+                            "version": str(f.version.version),
                             "metrics": f.metrics,
                             "params": f.params,
                         }
@@ -293,7 +293,7 @@ def _as_json(
     version = found.version
     return {
         "name": version.name,
-        "version": version.version,
+        "version": str(version.version),
         "aliases": list(version.aliases or ()),
         "source": version.source,
         "run_id": version.run_id,

@@ -224,6 +224,8 @@ class _Search:
         self.cancel = cancel or threading.Event()
         self.owner = new_owner()
         self.distributions = {name: _distribution(d) for name, d in spec.space.items()}
+        self.owns_parent = True
+        self.lineage: dict[str, str] = {}
         self.parent_run = self._parent_run()
         self.missing_metric: str | None = None
 
@@ -312,9 +314,23 @@ class _Search:
     # -- MLflow ---------------------------------------------------------------------------
 
     def _parent_run(self) -> str | None:
+        """The study's run: the MLflow run active here (a tracked pipeline task tuning),
+        whose lineage tags the trials inherit, else a run of the study's own, kept in the
+        study so that a continued search reuses it."""
         config = self.context.tracking
         if config is None or not tracking.mlflow_available():
             return None
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None:
+            self.owns_parent = False
+            self.lineage = {
+                key: value
+                for key, value in active.data.tags.items()
+                if key in tracking.LINEAGE_TAGS and key != tracking.CODE_VERSION
+            }
+            return str(active.info.run_id)
         known = self.study.user_attrs.get("mlflow_run_id")
         tags = {tracking.PROJECT: self.context.project, STUDY_TAG: self.spec.study}
         run_id = tracking.open_run(
@@ -322,17 +338,17 @@ class _Search:
         )
         if known is None:
             self.study.set_user_attr("mlflow_run_id", run_id)
-            config.client().log_batch(
-                run_id,
-                params=_params(
-                    {
-                        "metric": self.spec.metric,
-                        "direction": self.spec.direction,
-                        "pruner": self.spec.pruner,
-                        "entrypoint": self.spec.entrypoint,
-                    }
-                ),
-            )
+        config.client().log_batch(
+            run_id,
+            params=_params(
+                {
+                    "metric": self.spec.metric,
+                    "direction": self.spec.direction,
+                    "pruner": self.spec.pruner,
+                    "entrypoint": self.spec.entrypoint,
+                }
+            ),
+        )
         return run_id
 
     def _child_run(self, trial: optuna.trial.Trial) -> str | None:
@@ -341,6 +357,7 @@ class _Search:
             return None
         tags = {
             tracking.PROJECT: self.context.project,
+            **self.lineage,
             STUDY_TAG: self.spec.study,
             TRIAL_TAG: str(trial.number),
         }
@@ -380,7 +397,7 @@ class _Search:
             best=best,
             mlflow_run_id=self.parent_run,
         )
-        if self.parent_run is not None and self.context.tracking is not None:
+        if self.owns_parent and self.parent_run is not None and self.context.tracking is not None:
             ended = len(trials) >= self.spec.trials or self.missing_metric is not None
             if ended or self.cancel.is_set():
                 status = "FINISHED" if best is not None else "FAILED"
