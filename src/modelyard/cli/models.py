@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,6 +27,7 @@ models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 
 def _config() -> TrackingConfig:
     tracking.require_mlflow()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tables only here
     return TrackingConfig.from_settings(Settings())
 
 

@@ -224,8 +224,11 @@ def load_statistics(config: TrackingConfig, ref: ModelRef) -> ReferenceStatistic
     uri = version.tags.get(REFERENCE_TAG)
     if not uri:
         return None
-    text = mlflow.artifacts.load_text(uri)
-    return ReferenceStatistics.model_validate_json(text)
+    with tempfile.TemporaryDirectory() as folder:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=folder, tracking_uri=config.tracking_uri
+        )
+        return ReferenceStatistics.model_validate_json(Path(path).read_text())
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -278,7 +281,7 @@ class VersionFacts:
 def facts(config: TrackingConfig, ref: ModelRef) -> VersionFacts:
     version = resolve(config, ref)
     if not version.run_id:
-        return VersionFacts(version, {}, {}, None, {}, _signature(version))
+        return VersionFacts(version, {}, {}, None, {}, _signature(config, version))
     run = config.client().get_run(version.run_id)
     return VersionFacts(
         version,
@@ -286,21 +289,34 @@ def facts(config: TrackingConfig, ref: ModelRef) -> VersionFacts:
         dict(run.data.params),
         run.info.status,
         dict(run.data.tags),
-        _signature(version),
+        _signature(config, version),
     )
 
 
-def _signature(version: ModelVersion) -> dict[str, Any] | None:
+def _signature(config: TrackingConfig, version: ModelVersion) -> dict[str, Any] | None:
+    """The signature in the version's MLmodel file, read from ``config``'s store."""
+    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
+    from mlflow.models import Model
 
     if not version.source:
         return None
-    try:
-        info = get_model_info(version.source)
-    except (MlflowException, OSError):
+    location = version.source
+    logged = _MODEL_ID.match(location)
+    if logged is not None:  # a logged model: its own artifact location
+        location = config.client().get_logged_model(logged.group(1)).artifact_location
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location.rstrip('/')}/MLmodel",
+                dst_path=folder,
+                tracking_uri=config.tracking_uri,
+                registry_uri=config.tracking_uri,
+            )
+            signature = Model.load(path).signature
+        except (MlflowException, OSError):
+            return None
+    if signature is None:
         return None
-    if info.signature is None:
-        return None
-    value: dict[str, Any] = json.loads(json.dumps(info.signature.to_dict()))
+    value: dict[str, Any] = json.loads(json.dumps(signature.to_dict()))
     return value

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, ModelyardError
 from modelyard.pipelines.runs import new_owner, owner_gone
 from modelyard.specs.training import (
@@ -120,6 +121,13 @@ class TuneContext:
     tracking: TrackingConfig | None
     project: str = "default"
     env: dict[str, str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, project: str = "default") -> TuneContext:
+        """The embedded defaults (or the configured stores): the study in the settings'
+        tuning storage, trials' folders in the home, runs where this process logs."""
+        config = TrackingConfig.current() if tracking.mlflow_available() else None
+        return cls(settings.resolved_tuning_storage_url, settings.home / "tuning", config, project)
 
 
 def tune(
@@ -363,7 +371,7 @@ class _Search:
         }
         run_id = tracking.open_run(
             config,
-            self.context.project,
+            self.lineage.get(tracking.PROJECT, self.context.project),
             f"{self.spec.study}-{trial.number}",
             tags,
             parent_run_id=self.parent_run,
