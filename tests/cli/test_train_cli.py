@@ -112,3 +112,23 @@ def test_bad_jobs_are_refused_before_anything_runs(
 ) -> None:
     assert main(args) == ExitCode.USAGE
     assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        (["-P", "x=abc", "-P", "y=1", "-P", "kind=good"], "x: Input should be a valid number"),
+        (["-P", "x=1", "-P", "kind=good"], "missing a required argument: 'y'"),
+        (["-P", "x=1", "-P", "y=1", "-P", "kind=good", "-P", "z=2"], "unexpected keyword"),
+    ],
+)
+def test_parameters_that_do_not_fit_the_function_fail_the_job_clearly(
+    capsys: pytest.CaptureFixture[str], params: list[str], fragment: str
+) -> None:
+    assert main(["train", "submit", f"{T}:quadratic", *params, "-o", "json"]) == 1
+    failed = _last(capsys)
+    assert failed["attempts"] == 1  # a mistake in the job, never retried
+    assert "rank 0 raised modelyard.errors.InvalidInputError: parameters do not fit" in str(
+        failed["reason"]
+    )
+    assert fragment in str(failed["reason"])

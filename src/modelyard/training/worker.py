@@ -10,14 +10,19 @@ failure policy to exception types and keep the result; the exit code is 0 or 1.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import sys
 import traceback
+import typing
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from modelyard.errors import InvalidInputError
 from modelyard.pipelines.loader import import_file, module_name_for, resolve_target
 
 logger = logging.getLogger(__name__)
@@ -39,7 +44,7 @@ def main(argv: list[str]) -> int:
     try:
         function = resolve_entrypoint(entrypoint)
         _tag_code(entrypoint, function)
-        result = function(**json.loads(params_json))
+        result = function(**checked_params(function, entrypoint, json.loads(params_json)))
     except BaseException as exc:  # the user's code may raise anything, even SystemExit
         report.write_text(
             json.dumps(
@@ -57,6 +62,53 @@ def main(argv: list[str]) -> int:
     except TypeError:
         report.write_text(json.dumps({"result": repr(result)}))
     return 0
+
+
+def checked_params(function: Any, entrypoint: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters, checked against the function's signature and converted to its
+    annotated types (``"5"`` for an ``int`` becomes 5) before any training starts.
+
+    Raises:
+        InvalidInputError: an unknown or missing parameter, or a value its annotation
+            refuses; the message names each one.
+    """
+    signature = inspect.signature(function)
+    try:
+        signature.bind(**params)
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"parameters do not fit {entrypoint}{signature}: {exc}", code="job/invalid_params"
+        ) from exc
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception:  # annotations that do not resolve: nothing to check against
+        hints = {}
+    checked = dict(params)
+    problems = []
+    for name, value in params.items():
+        if name not in hints:
+            continue
+        adapter = _adapter(hints[name])
+        if adapter is None:  # a type pydantic cannot check (e.g. a tensor): left as given
+            continue
+        try:
+            checked[name] = adapter.validate_python(value)
+        except ValidationError as exc:
+            reason = exc.errors(include_url=False)[0]["msg"]
+            problems.append(f"{name}: {reason}, got {value!r}")
+    if problems:
+        raise InvalidInputError(
+            f"parameters do not fit {entrypoint}{signature}: " + "; ".join(problems),
+            code="job/invalid_params",
+        )
+    return checked
+
+
+def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
+    try:
+        return TypeAdapter(annotation)
+    except Exception:
+        return None
 
 
 def _tag_code(entrypoint: str, function: Any) -> None:
