@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import select
 
+from modelyard.artifacts import ArtifactStore
 from modelyard.cli.main import main
 from modelyard.cli.runs import store_sessions
 from modelyard.config import Settings
@@ -163,3 +164,35 @@ def test_a_failing_tracked_task_fails_its_run(
     (failed,) = _pipeline_runs(config, str(_last(capsys)["run_id"]))
     assert failed.info.status == "FAILED"
     assert failed.data.metrics == {"mean": 4.5}  # what it logged before it raised is kept
+
+
+def test_a_training_job_runs_as_a_pipeline_task_in_the_tasks_run(
+    capsys: pytest.CaptureFixture[str], config: TrackingConfig
+) -> None:
+    flow = "tests/training/tracked_flow.py:job_flow"
+    assert main(["run", flow, "-P", "epochs=4", "--workers", "1", "-o", "json"]) == 0
+    run_id = str(_last(capsys)["run_id"])
+    (tracked,) = _pipeline_runs(config, run_id)
+    assert tracked.data.tags[tracking.TASK] == "training_job"
+    assert tracked.info.status == "FINISHED"
+    with store_sessions(Settings()) as sessions, sessions() as session:
+        (job,) = session.scalars(
+            select(TaskRun).where(TaskRun.run_id == run_id, TaskRun.node_id == "training_job")
+        )
+        output = job.output
+    assert output is not None
+    result = ArtifactStore(Settings().resolved_artifacts_url).get_json(output["ref"]["digest"])
+    assert result == {"run": tracked.info.run_id}  # rank 0 logged into the task's run
+    history = config.client().get_metric_history(tracked.info.run_id, "loss")
+    assert len(history) == 4
+    args = ["run", flow, "-P", "entrypoint=tests.training.targets:nowhere", "--workers", "1"]
+    assert main([*args, "-o", "json"]) == 1
+    failed_run = str(_last(capsys)["run_id"])
+    with store_sessions(Settings()) as sessions, sessions() as session:
+        (failed,) = session.scalars(
+            select(TaskRun).where(TaskRun.run_id == failed_run, TaskRun.node_id == "training_job")
+        )
+    assert failed.error is not None
+    assert "training job 'tracked' failed after 1 attempt(s): rank 0 raised" in str(
+        failed.error["message"]
+    )

@@ -6,6 +6,7 @@ import pyarrow as pa
 
 from modelyard.pipelines.pipeline import pipeline
 from modelyard.pipelines.task import task
+from modelyard.training.pipeline_task import training_job
 
 
 @task
@@ -29,3 +30,19 @@ def fit(data: pa.Table, fail: bool) -> dict[str, int]:
 @pipeline
 def tracked_flow(n: int = 10, fail: bool = False) -> None:
     fit(table(n), fail)
+
+
+@pipeline
+def job_flow(
+    epochs: int = 3, workers: int = 2, entrypoint: str = "tests.training.targets:tracked"
+) -> None:
+    training_job(
+        {
+            "name": "tracked",
+            "entrypoint": entrypoint,
+            "workers": workers,
+            "params": {"epochs": epochs},
+            "failure_policy": {"backoff_limit": 0},
+        },
+        after=[table(epochs)],
+    )
