@@ -30,9 +30,14 @@ $(VENV)/.all-installed: pyproject.toml | $(BIN)/uv
 	$(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v '^WARNING: Location' || true
 	$(UV) -e '.[all,dev]'
 	$(BIN)/python -c "import modelyard.cli.main, pytest, mypy, ruff, torch"
-	touch $@ $(VENV)/.core-installed
+	touch $@ $(VENV)/.core-installed $(VENV)/.ml-installed
 
-demo: $(VENV)/.core-installed
+# The demo trains a model too: it needs the [ml] extras (MLflow, LightGBM, Optuna).
+$(VENV)/.ml-installed: pyproject.toml $(VENV)/.core-installed
+	$(UV) -e '.[ml]'
+	touch $@
+
+demo: $(VENV)/.ml-installed
 	$(BIN)/python examples/quickstart.py
 
 services:

@@ -32,7 +32,7 @@ def run_demo(home: Path) -> DemoRun:
         env=env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
         check=False,
     )
     return DemoRun(home=home, code=done.returncode, out=done.stdout, err=done.stderr)
@@ -65,6 +65,11 @@ def test_the_demo_runs_every_step(demo: DemoRun) -> None:
         "backfill: 3 interval(s)",
         "3 daily runs, 2024-01-01 to 2024-01-03, each over its own day",
         "shutdown: graceful",
+        "9. training: the taxi fare model tuned, tracked in MLflow and registered",
+        "taxi-fare version 1 @champion",
+        "produced by taxi_train run",
+        "reference statistics (",
+        "taxi-fare@champion: 4 trials",
         "demo finished: every step worked",
     ):
         assert expected in demo.out, f"{expected!r} missing from:\n{demo.out}"
