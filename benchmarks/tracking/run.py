@@ -78,7 +78,7 @@ def _free_port() -> int:
 
 def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    server = subprocess.Popen(  # noqa: S603
+    server = subprocess.Popen(
         [
             sys.executable,
             "-m",
