@@ -48,6 +48,12 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
+    if "mlflow" in sys.modules:  # MLflow keeps a process-wide tracking URI and active run
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
 
 
 @pytest.fixture(scope="session")

@@ -193,6 +193,6 @@ def test_a_training_job_runs_as_a_pipeline_task_in_the_tasks_run(
             select(TaskRun).where(TaskRun.run_id == failed_run, TaskRun.node_id == "training_job")
         )
     assert failed.error is not None
-    assert "training job 'tracked' failed after 1 attempt(s): rank 0 raised" in str(
-        failed.error["message"]
-    )
+    message = str(failed.error["message"])  # either rank may be the first to fail
+    assert message.startswith("training job 'tracked' failed after 1 attempt(s): rank ")
+    assert "has no attribute 'nowhere'" in message

@@ -140,12 +140,19 @@ def _tracked(request: dict[str, Any], function: Any, context: TaskContext) -> It
 
     config = tracking.TrackingConfig(wanted["tracking_uri"], wanted["artifact_root"])
     name = context.task if context.map_index < 0 else f"{context.task}[{context.map_index}]"
-    tags = {
-        **wanted["tags"],
-        **tracking.code_tags(request["task"], function),
-        tracking.ATTEMPT: str(context.attempt),
-    }
-    run_id = tracking.open_run(config, wanted["project"], name, tags)
+    try:
+        tags = {
+            **wanted["tags"],
+            **tracking.code_tags(request["task"], function),
+            tracking.ATTEMPT: str(context.attempt),
+        }
+        run_id = tracking.open_run(config, wanted["project"], name, tags)
+    except Exception:  # tracking records the task; it is never a reason for it to fail
+        logging.getLogger(__name__).warning(
+            "task %s: its MLflow run could not be opened; untracked", name, exc_info=True
+        )
+        yield None
+        return
     with tracking.active_run(config, run_id):
         yield run_id
 
@@ -153,7 +160,11 @@ def _tracked(request: dict[str, Any], function: Any, context: TaskContext) -> It
 def _tag_output(request: dict[str, Any], run_id: str, digest: str) -> None:
     from modelyard.training import tracking
 
-    config = tracking.TrackingConfig(
-        request["tracking"]["tracking_uri"], request["tracking"]["artifact_root"]
-    )
-    config.client().set_tag(run_id, tracking.OUTPUT, digest)
+    wanted = request["tracking"]
+    try:
+        config = tracking.TrackingConfig(wanted["tracking_uri"], wanted["artifact_root"])
+        config.client().set_tag(run_id, tracking.OUTPUT, digest)
+    except Exception:
+        logging.getLogger(__name__).warning(
+            "could not tag MLflow run %s with its output", run_id, exc_info=True
+        )

@@ -15,7 +15,7 @@ from modelyard.config import Settings
 from modelyard.pipelines.engine import ENTRYPOINT, EngineSettings, RunEngine
 from modelyard.runtimes.local.pool import DEFAULT_PRELOAD, WorkerPool
 from modelyard.store.models import Secret
-from modelyard.training.tracking import TrackingConfig
+from modelyard.training.tracking import TrackingConfig, mlflow_available
 
 SecretLookup = Callable[[str, tuple[str, ...]], dict[str, str]]
 # Workers import what every attempt needs (pyarrow, pandas, the artifact store) before
@@ -49,7 +49,7 @@ def local_engine(
     engine_settings = EngineSettings(
         artifacts_url=settings.resolved_artifacts_url,
         logs_dir=settings.home / "logs",
-        tracking=TrackingConfig.from_settings(settings),
+        tracking=TrackingConfig.from_settings(settings) if mlflow_available() else None,
     )
     with WorkerPool(size, preload=WORKER_PRELOAD) as pool:
         yield RunEngine(

@@ -99,7 +99,7 @@ def log_model(
     import mlflow
     from mlflow.models import infer_signature
 
-    tracking.current_run_id()
+    tracking.ensure_active_run()
     flavor = _flavor(model)
     if signature is None:
         prediction = model.predict(input_example) if hasattr(model, "predict") else None

@@ -83,12 +83,10 @@ class TrackingConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackingConfig:
-        explicit = os.environ.get("MLFLOW_TRACKING_URI")
-        if explicit:
-            return cls(explicit, os.environ.get(ARTIFACT_ROOT_ENV))
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return cls(settings.mlflow_tracking_uri, os.environ.get(ARTIFACT_ROOT_ENV))
         return cls(
-            f"sqlite:///{settings.home / 'mlflow.db'}",
-            settings.resolved_artifacts_url.rstrip("/") + "/mlflow",
+            settings.mlflow_tracking_uri, settings.resolved_artifacts_url.rstrip("/") + "/mlflow"
         )
 
     @classmethod
@@ -234,26 +232,28 @@ class MetricLogger:
     (one request each) when the buffer fills, every ``flush_seconds``, and at the end.
 
     Logging 10,000 points one ``mlflow.log_metric`` call at a time costs 10,000 writes;
-    here it costs ten. Only rank 0 of a gang logs; other ranks' calls do nothing.
+    here it costs ten. Only rank 0 of a gang logs; other ranks' calls do nothing. Each
+    point is bound to its run when it is logged, so a flush after the run ended still
+    writes it there. A failed write keeps the points for the next flush (up to
+    ``max_buffered``; beyond that the oldest are dropped, with a warning): tracking never
+    stops a training loop.
 
     Args:
-        run_id: The run to log to; default: the active MLflow run, else ``MLFLOW_RUN_ID``,
-            else a new run in the current experiment.
+        run_id: The run to log to; default: see :func:`current_run_id`.
         flush_seconds: The longest a point waits in the buffer (checked when logging).
+        max_buffered: Points kept while the store cannot be written to.
     """
 
-    def __init__(self, run_id: str | None = None, flush_seconds: float = 5.0) -> None:
+    def __init__(
+        self, run_id: str | None = None, flush_seconds: float = 5.0, max_buffered: int = 100_000
+    ) -> None:
         self.enabled = is_rank_zero()
         self.flush_seconds = flush_seconds
-        self._points: list[Metric] = []
+        self.max_buffered = max_buffered
+        self._points: list[tuple[str, Metric]] = []
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
         self._run_id = run_id
-        self._client: MlflowClient | None = None
-
-    @property
-    def run_id(self) -> str:
-        return self._run_id or current_run_id()
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.log_metrics({key: value}, step)
@@ -263,40 +263,73 @@ class MetricLogger:
             return
         from mlflow.entities import Metric
 
+        run_id = self._run_id or current_run_id()
         now = int(time.time() * 1000)
         with self._lock:
             self._points.extend(
-                Metric(key, float(value), now, step) for key, value in metrics.items()
+                (run_id, Metric(key, float(value), now, step)) for key, value in metrics.items()
             )
             full = len(self._points) >= _MAX_BATCH
         if full or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
-        """Write every buffered point."""
+        """Write every buffered point (kept for the next flush if the store fails)."""
         with self._lock:
             points, self._points = self._points, []
             self._last_flush = time.monotonic()
         if not points:
             return
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            self._client = MlflowClient()
-        for start in range(0, len(points), _MAX_BATCH):
-            self._client.log_batch(self.run_id, metrics=points[start : start + _MAX_BATCH])
+        by_run: dict[str, list[Metric]] = {}
+        for run_id, point in points:
+            by_run.setdefault(run_id, []).append(point)
+        try:
+            client = TrackingConfig.current().client()
+            for run_id, run_points in by_run.items():
+                while run_points:
+                    client.log_batch(run_id, metrics=run_points[:_MAX_BATCH])
+                    del run_points[:_MAX_BATCH]
+        except Exception:
+            unwritten = [(run_id, p) for run_id, ps in by_run.items() for p in ps]
+            logger.warning(
+                "could not write %d metric points; kept for the next flush",
+                len(unwritten),
+                exc_info=True,
+            )
+            with self._lock:
+                self._points = (unwritten + self._points)[-self.max_buffered :]
 
 
 def current_run_id() -> str:
-    """The active MLflow run, else the one modelyard gave this process (``MLFLOW_RUN_ID``),
-    else a new run, made active."""
+    """The active MLflow run, else the one modelyard gave this process (``MLFLOW_RUN_ID``,
+    left in place), else a new run, made active, in the store this process logs to
+    (never MLflow's default of a database in the current folder)."""
     require_mlflow()
     import mlflow
 
     active = mlflow.active_run()
     if active is not None:
         return str(active.info.run_id)
+    given = os.environ.get("MLFLOW_RUN_ID")
+    if given:
+        return given
+    mlflow.set_tracking_uri(TrackingConfig.current().tracking_uri)
     return str(mlflow.start_run().info.run_id)
+
+
+def ensure_active_run() -> str:
+    """Make this process's run (see :func:`current_run_id`) MLflow's active run, for the
+    fluent calls that need one (``log_model``); returns its id."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        return str(active.info.run_id)
+    run_id = current_run_id()
+    if mlflow.active_run() is None:
+        mlflow.set_tracking_uri(TrackingConfig.current().tracking_uri)
+        mlflow.start_run(run_id=run_id)
+    return run_id
 
 
 _default: MetricLogger | None = None
@@ -326,10 +359,11 @@ def log_params(params: Mapping[str, Any]) -> None:
     """Log parameters to this process's run, in one request (rank 0 only)."""
     if not is_rank_zero():
         return
-    import mlflow
+    from mlflow.entities import Param
 
-    current_run_id()
-    mlflow.log_params(dict(params))
+    TrackingConfig.current().client().log_batch(
+        current_run_id(), params=[Param(key, str(value)[:6000]) for key, value in params.items()]
+    )
 
 
 def flush() -> None:
@@ -342,19 +376,27 @@ def flush() -> None:
 def active_run(config: TrackingConfig, run_id: str) -> Iterator[str]:
     """Make ``run_id`` MLflow's active run in this process for the block, so that
     ``mlflow.log_*`` calls and autologging land in it. At the end, buffered metrics are
-    written and the run ends ``FINISHED``, or ``FAILED`` if the block raised."""
+    written and the run ends ``FINISHED``, or ``FAILED`` if the block raised. A run left
+    active by earlier code in this (long-lived) process is ended first. Tracking errors
+    at the end are logged, never raised over the block's own outcome."""
     import mlflow
 
+    while mlflow.active_run() is not None:  # a previous task's leftover: not ours to keep
+        mlflow.end_run()
     mlflow.set_tracking_uri(config.tracking_uri)
-    mlflow.start_run(run_id=run_id)
-    status = "FINISHED"
+    try:
+        mlflow.start_run(run_id=run_id)
+    except Exception:
+        logger.warning("could not start MLflow run %s; running untracked", run_id, exc_info=True)
+        yield run_id
+        return
+    status = "FAILED"
     try:
         yield run_id
-    except BaseException:
-        status = "FAILED"
-        raise
+        status = "FINISHED"
     finally:
         try:
             flush()
-        finally:
             mlflow.end_run(status)
+        except Exception:
+            logger.warning("could not end MLflow run %s", run_id, exc_info=True)
