@@ -126,3 +126,8 @@ def quadratic(x: float, y: int, kind: str, epochs: int = 3) -> dict[str, Any]:
 def never_logs(x: float) -> dict[str, Any]:
     """An objective that forgets the metric the search asks for."""
     return {"accuracy": x}
+
+
+def diverging(x: float) -> dict[str, Any]:
+    """An objective whose loss is not a number."""
+    return {"loss": float("nan") * x}

@@ -145,7 +145,7 @@ def test_a_study_continues_after_its_process_stopped(capsys: pytest.CaptureFixtu
     assert isinstance(trials, list)
     assert [(t["number"], t["state"]) for t in trials][:2] == [(0, "complete"), (1, "fail")]
     assert trials[1]["reason"] == "its search process stopped"
-    assert len(trials) == 3  # one new trial: the study ends with three
+    assert len(trials) == 4  # the orphan does not count: two new trials make three
     assert trials[0] == first["trials"][0]  # type: ignore[index]
     assert again["mlflow_run_id"] == first["mlflow_run_id"]
 
@@ -188,3 +188,12 @@ def test_a_trial_worse_than_the_median_is_pruned(
         run.info.run_id, "loss"
     )
     assert [(m.step, m.value) for m in history] == [(0, 4.0), (1, 5.0)]  # logged as reported
+
+
+@pytest.mark.integration
+def test_a_diverging_trial_fails_without_stopping_the_search(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["tune", f"{T}:diverging", "-S", "x=uniform(0,1)", "--metric", "loss"]
+    assert main([*args, "--trials", "2", "--parallel", "2"]) == 1
+    assert "every trial of 'diverging' failed: loss is nan (diverged?)" in capsys.readouterr().err

@@ -166,6 +166,8 @@ class GangLauncher:
         attempt = GangAttempt(number=number, started_at=datetime.now(UTC))
         folder = self.workdir / f"attempt-{number}"
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("rank-*.report.json"):  # a retried task's earlier attempt
+            stale.unlink()
         port = free_port()
         processes: list[subprocess.Popen[bytes]] = []
         try:

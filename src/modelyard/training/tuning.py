@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -160,7 +161,7 @@ def tune(
     seed = None if spec.seed is None else spec.seed + len(study.get_trials(deepcopy=False))
     study.sampler = optuna.samplers.TPESampler(seed=seed)
     _check_same_search(study, spec)
-    _fail_orphans(study)
+    _fail_orphans(study, context.tracking)
     search = _Search(spec, context, study, on_trial or (lambda _trial: None), cancel)
     return search.run()
 
@@ -190,6 +191,7 @@ def _check_same_search(study: optuna.Study, spec: TuneSpec) -> None:
         {
             "entrypoint": spec.entrypoint,
             "metric": spec.metric,
+            "direction": spec.direction,
             "space": {k: v.model_dump(mode="json") for k, v in spec.space.items()},
         },
         sort_keys=True,
@@ -199,21 +201,32 @@ def _check_same_search(study: optuna.Study, spec: TuneSpec) -> None:
         study.set_user_attr("search", signature)
     elif known != signature:
         raise InvalidInputError(
-            f"study {spec.study!r} exists with another objective, metric or search space; "
+            f"study {spec.study!r} exists with another objective, metric, direction or search "
+            "space; "
             "continue it with the same ones, or name a new study",
             code="tune/study_mismatch",
         )
 
 
-def _fail_orphans(study: optuna.Study) -> None:
-    """Trials left running by a search whose process is gone are failed: the search that
-    continues the study runs new ones in their place."""
+def _fail_orphans(study: optuna.Study, config: TrackingConfig | None) -> None:
+    """Trials left running by a search whose process on this machine is gone are failed
+    (with their MLflow runs), and do not count: the search that continues the study runs
+    new ones in their place."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get("modelyard_owner")
         if isinstance(owner, str) and owner_gone(owner):
-            study.tell(trial.number, state=TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if config is not None and isinstance(run_id, str):
+                try:
+                    config.client().set_terminated(run_id, status="FAILED")
+                except Exception:
+                    logger.warning("could not end MLflow run %s", run_id, exc_info=True)
+
+
+_Verdict = tuple[Any, float | None, str]  # a trial's state, value and, if not complete, why
 
 
 class _Search:
@@ -238,12 +251,10 @@ class _Search:
         self.missing_metric: str | None = None
 
     def run(self) -> TuneResult:
-        from optuna.trial import TrialState
-
-        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        remaining = self.spec.trials - len(self.study.get_trials(states=finished))
-        running: dict[Future[tuple[optuna.trial.TrialState, float | None, str]], Any] = {}
-        with ThreadPoolExecutor(self.spec.parallel, thread_name_prefix="trial") as pool:
+        remaining = self.spec.trials - self._counted()
+        running: dict[Future[_Verdict], optuna.trial.Trial] = {}
+        pool = ThreadPoolExecutor(self.spec.parallel, thread_name_prefix="trial")
+        try:
             while (remaining > 0 or running) and not self.cancel.is_set():
                 while remaining > 0 and len(running) < self.spec.parallel:
                     if self.missing_metric:
@@ -255,22 +266,65 @@ class _Search:
                     remaining -= 1
                 done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    trial = running.pop(future)
-                    state, value, reason = future.result()
-                    if reason:
-                        trial.set_user_attr("reason", reason)
-                    self.study.tell(trial, value if state == TrialState.COMPLETE else None, state)
-                    self.on_trial(self._out(self.study.get_trials(deepcopy=False)[trial.number]))
+                    self._record(running.pop(future), future)
+        except BaseException:
+            self.cancel.set()  # Ctrl-C or an error here: stop every running gang
+            raise
+        finally:
+            # Trials still running were cancelled: their gangs stop, and each is told
+            # (as not finished, so a continued search runs it again).
+            for future in as_completed(running):
+                try:
+                    self._record(running[future], future)
+                except Exception:
+                    logger.warning("could not record a cancelled trial", exc_info=True)
+            pool.shutdown(wait=True)
         return self._result()
+
+    def _counted(self) -> int:
+        """Trials that count towards the study's total: completed, pruned, and failed
+        for a reason of their own (not cancelled, not orphaned by a stopped search)."""
+        from optuna.trial import TrialState
+
+        return sum(
+            t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and bool(t.user_attrs.get("reason")))
+            for t in self.study.get_trials(deepcopy=False)
+        )
+
+    def _record(self, trial: optuna.trial.Trial, future: Future[_Verdict]) -> None:
+        from optuna.trial import TrialState
+
+        try:
+            state, value, reason = future.result()
+        except Exception as exc:  # the trial's own bookkeeping failed, not its objective
+            state, value, reason = TrialState.FAIL, None, f"the trial could not run: {exc}"
+        if reason:
+            trial.set_user_attr("reason", reason)
+        self.study.tell(
+            trial, value if state == TrialState.COMPLETE else None, state, skip_if_finished=True
+        )
+        self.on_trial(self._out(self.study.get_trials(deepcopy=False)[trial.number]))
 
     # -- one trial ------------------------------------------------------------------------
 
-    def _trial(self, trial: optuna.trial.Trial) -> tuple[Any, float | None, str]:
+    def _trial(self, trial: optuna.trial.Trial) -> _Verdict:
         """Run one trial's gang; returns its state, value and, unless it completed, why."""
-        from optuna.trial import TrialState
 
         params = {**self.spec.params, **trial.params}
         run_id = self._child_run(trial)
+        try:
+            return self._run_trial(trial, params, run_id)
+        except Exception:
+            if run_id is not None:
+                self._close(run_id, "FAILED")
+            raise
+
+    def _run_trial(
+        self, trial: optuna.trial.Trial, params: dict[str, Any], run_id: str | None
+    ) -> _Verdict:
+        from optuna.trial import TrialState
+
         env = dict(self.context.env or {})
         env[TRIAL_ENV] = json.dumps(
             {
@@ -291,7 +345,10 @@ class _Search:
             timeout=self.spec.trial_timeout,
             failure_policy=FailurePolicy(backoff_limit=0),
         )
-        folder = self.context.workdir / self.spec.study / f"trial-{trial.number}"
+        # The trial's id is unique in the storage: a study of the same name created anew
+        # never finds another trial's checkpoints here.
+        trial_id = trial._trial_id
+        folder = self.context.workdir / self.spec.study / f"trial-{trial.number}-{trial_id}"
         result = GangLauncher(job, folder, env=env, cancel=self.cancel).run()
         state, value, reason = self._judge(result, run_id)
         if run_id is not None:
@@ -299,9 +356,11 @@ class _Search:
             self._close(run_id, status.get(state, "FAILED"))
         return state, value, reason
 
-    def _judge(self, result: JobResult, run_id: str | None) -> tuple[Any, float | None, str]:
+    def _judge(self, result: JobResult, run_id: str | None) -> _Verdict:
         from optuna.trial import TrialState
 
+        if result.outcome is GangOutcome.CANCELLED:
+            return TrialState.FAIL, None, ""  # not counted: a continued search runs it again
         if result.outcome is not GangOutcome.SUCCEEDED:
             cause = result.attempts[-1].cause if result.attempts else None
             if cause is not None and cause.error_type == PRUNED:
@@ -317,6 +376,8 @@ class _Search:
             self.missing_metric = _missing(self.spec.metric, result.result, [])
         if value is None:
             return TrialState.FAIL, None, self.missing_metric or ""
+        if not math.isfinite(value):
+            return TrialState.FAIL, None, f"{self.spec.metric} is {value} (diverged?)"
         return TrialState.COMPLETE, value, ""
 
     # -- MLflow ---------------------------------------------------------------------------
@@ -339,11 +400,16 @@ class _Search:
                 if key in tracking.LINEAGE_TAGS and key != tracking.CODE_VERSION
             }
             return str(active.info.run_id)
+        from mlflow.exceptions import MlflowException
+
         known = self.study.user_attrs.get("mlflow_run_id")
         tags = {tracking.PROJECT: self.context.project, STUDY_TAG: self.spec.study}
-        run_id = tracking.open_run(
-            config, self.context.project, f"tune {self.spec.study}", tags, run_id=known
-        )
+        name = f"tune {self.spec.study}"
+        try:
+            run_id = tracking.open_run(config, self.context.project, name, tags, run_id=known)
+        except MlflowException:  # the study's run was deleted: it gets a new one
+            known = None
+            run_id = tracking.open_run(config, self.context.project, name, tags)
         if known is None:
             self.study.set_user_attr("mlflow_run_id", run_id)
         config.client().log_batch(
@@ -352,7 +418,6 @@ class _Search:
                 {
                     "metric": self.spec.metric,
                     "direction": self.spec.direction,
-                    "pruner": self.spec.pruner,
                     "entrypoint": self.spec.entrypoint,
                 }
             ),
