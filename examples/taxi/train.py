@@ -33,6 +33,7 @@ from modelyard.pipelines.pipeline import pipeline
 from modelyard.pipelines.task import task
 from modelyard.specs.training import Distribution, TrialOut, TuneSpec
 from modelyard.training import registry, tracking, tuning
+from modelyard.training.launch import cancel_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ def tune_fare(table: pa.Table, trials: int, parallel: int) -> dict[str, Any]:
                 "trial %s %s: rmse %s %s", trial.number, trial.state, trial.value, trial.params
             )
 
-        result = tuning.tune(spec, tuning.TuneContext.from_settings(Settings()), on_trial=show)
+        stores = tuning.TuneContext.from_settings(Settings())
+        with cancel_on_sigterm() as cancel:  # a stopped task stops its trials' gangs
+            result = tuning.tune(spec, stores, on_trial=show, cancel=cancel)
     assert result.best is not None  # tune() raises when no trial completed
     config = tracking.TrackingConfig.current()
     return {

@@ -131,3 +131,11 @@ def never_logs(x: float) -> dict[str, Any]:
 def diverging(x: float) -> dict[str, Any]:
     """An objective whose loss is not a number."""
     return {"loss": float("nan") * x}
+
+
+def hang_noting_pid(folder: str, seconds: float) -> None:
+    """Writes its pid to ``folder/rank-N.pid``, then sleeps."""
+    from pathlib import Path
+
+    Path(folder, f"rank-{os.environ.get('RANK', '0')}.pid").write_text(str(os.getpid()))
+    time.sleep(seconds)

@@ -130,3 +130,17 @@ def test_bad_job_specs_are_refused(fields: dict[str, object], words: str) -> Non
 
     with pytest.raises(ValidationError, match=words):
         TrainingJobSpec.model_validate({"name": "t", **fields})
+
+
+def test_parameters_are_converted_to_the_functions_annotations() -> None:
+    from modelyard.errors import InvalidInputError
+    from modelyard.training.worker import checked_params
+
+    def train(run: str, epochs: int, rate: float = 0.1) -> None: ...
+
+    assert checked_params(train, "t:train", {"run": 2024, "epochs": "5"}) == {
+        "run": "2024",
+        "epochs": 5,
+    }
+    with pytest.raises(InvalidInputError, match="epochs: Input should be a valid integer"):
+        checked_params(train, "t:train", {"run": "a", "epochs": "five"})

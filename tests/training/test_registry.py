@@ -117,3 +117,5 @@ def test_registry_mistakes_are_clear_errors(
     assert main(missing) == ExitCode.USAGE
     assert "cannot register" in capsys.readouterr().err
     assert main(["models", "alias", "demand", "champion", "1"]) == ExitCode.NOT_FOUND
+    assert main(["models", "alias", "demand", "v2", "1"]) == ExitCode.USAGE
+    assert "'latest' and 'v<number>' name versions" in capsys.readouterr().err

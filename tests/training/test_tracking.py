@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
@@ -196,3 +198,27 @@ def test_a_training_job_runs_as_a_pipeline_task_in_the_tasks_run(
     message = str(failed.error["message"])  # either rank may be the first to fail
     assert message.startswith("training job 'tracked' failed after 1 attempt(s): rank ")
     assert "has no attribute 'nowhere'" in message
+
+
+def test_a_stopped_training_task_stops_its_gang(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow = "tests/training/tracked_flow.py:stuck_flow"
+    assert main(["run", flow, "-P", f"folder={tmp_path}", "--workers", "1"]) == 1
+    pids = [int(p.read_text()) for p in sorted(tmp_path.glob("rank-*.pid"))]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)  # the task's timeout reached its workers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    )

@@ -46,6 +46,7 @@ def test_search_spaces_parse(text: str, expected: Distribution) -> None:
         ("x=loguniform(0,1)", "needs low > 0"),
         ("x=int(0.5,3)", "whole numbers"),
         ("x=choice()", "at least one value"),
+        ("x=uniform(0,1,2)", "step is for int(low, high, step)"),
         ("x", "is not name=distribution"),
     ],
 )

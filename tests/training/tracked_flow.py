@@ -46,3 +46,15 @@ def job_flow(
         },
         after=[table(epochs)],
     )
+
+
+@pipeline
+def stuck_flow(folder: str) -> None:
+    training_job.with_options(timeout=8)(
+        {
+            "name": "stuck",
+            "entrypoint": "tests.training.targets:hang_noting_pid",
+            "workers": 2,
+            "params": {"folder": folder, "seconds": 300},
+        }
+    )

@@ -183,7 +183,8 @@ def compare(
 
 def _producers(found: VersionFacts) -> dict[str, list[str]]:
     """For each input digest, the pipeline tasks that produced it (from this store)."""
-    digests = [d for d in found.version.tags.get(tracking.INPUTS, "").split(",") if d]
+    listed = found.version.tags.get(tracking.INPUTS, "").split(",")
+    digests = [d for d in listed if d.startswith("sha256:")]  # not a capped list's summary
     if not digests:
         return {}
     settings = Settings()

@@ -770,6 +770,6 @@ def _tracking_request(
             tracking.PIPELINE: run.spec.name,
             tracking.PIPELINE_RUN: run.id,
             tracking.TASK: node.task_name,
-            tracking.INPUTS: ",".join(digests),
+            tracking.INPUTS: tracking.inputs_tag(digests),
         },
     }

@@ -152,6 +152,10 @@ class Distribution(Spec):
             raise ValueError("loguniform(low, high) needs low > 0")
         if self.kind == "int" and (self.low != int(self.low) or self.high != int(self.high)):
             raise ValueError("int(low, high) takes whole numbers")
+        if self.log and (self.kind != "int" or self.low < 1 or (self.step or 1) != 1):
+            raise ValueError("log is for int(low, high) with low >= 1 and no step")
+        if self.step is not None and self.kind != "int":
+            raise ValueError("step is for int(low, high, step)")
         return self
 
     @classmethod

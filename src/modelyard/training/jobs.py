@@ -153,6 +153,10 @@ def run_here(
     watcher.start()
     try:
         result = GangLauncher(spec, workdir, env=env, cancel=cancel, on_attempt=record).run()
+    except BaseException:
+        if run_id is not None and tracking_config is not None:
+            _end_run(tracking_config, run_id, "FAILED")
+        raise
     finally:
         cancel.set()  # ends the watcher
         watcher.join()
@@ -184,9 +188,9 @@ def _open_run(
     if not tracking.mlflow_available():
         return None
     tags = {tracking.PROJECT: project, tracking.JOB: job_id}
-    if spec.is_script:  # a function's code is fingerprinted by its worker, which imports it
-        tags.update(tracking.code_tags(spec.entrypoint))
     try:
+        if spec.is_script:  # a function's code is fingerprinted by its worker, which imports it
+            tags.update(tracking.code_tags(spec.entrypoint))
         return tracking.open_run(config, project, spec.name, tags, run_id=run_id)
     except Exception:
         logger.warning(
@@ -200,7 +204,14 @@ def _close_run(config: TrackingConfig, run_id: str, result: JobResult) -> None:
         client = config.client()
         client.set_tag(run_id, "modelyard.restarts", str(max(0, len(result.attempts) - 1)))
         client.set_tag(run_id, "modelyard.outcome", f"{result.outcome.value}: {result.reason}")
-        client.set_terminated(run_id, status=_RUN_STATUS.get(result.outcome, "FAILED"))
+    except Exception:
+        logger.warning("could not tag MLflow run %s", run_id, exc_info=True)
+    _end_run(config, run_id, _RUN_STATUS.get(result.outcome, "FAILED"))
+
+
+def _end_run(config: TrackingConfig, run_id: str, status: str) -> None:
+    try:
+        tracking.close_run(config, run_id, status)
     except Exception:
         logger.warning("could not end MLflow run %s", run_id, exc_info=True)
 

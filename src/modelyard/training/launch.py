@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -74,6 +74,22 @@ class JobResult:
     @property
     def result(self) -> Any:
         return self.attempts[-1].result if self.attempts else None
+
+
+@contextlib.contextmanager
+def cancel_on_sigterm() -> Iterator[threading.Event]:
+    """An event set when this process gets SIGTERM, for the block: a task running a gang
+    (a training job, a search) stops its workers, which live in sessions of their own,
+    when its runtime stops it. Outside the main thread the event is simply never set."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: cancel.set())
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ from modelyard.pipelines.execute import current_context
 from modelyard.pipelines.task import task
 from modelyard.specs.training import TrainingJobSpec
 from modelyard.training import tracking
-from modelyard.training.launch import GangAttempt, GangLauncher, GangOutcome
+from modelyard.training.launch import GangAttempt, GangLauncher, GangOutcome, cancel_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ def training_job(job: dict[str, Any]) -> Any:
         then = "restarting" if attempt.retried else "ended"
         logger.info("job %s attempt %s: %s (%s)", spec.name, attempt.number, attempt.reason, then)
 
-    result = GangLauncher(spec, workdir, env=env, on_attempt=show).run()
+    with cancel_on_sigterm() as cancel:
+        result = GangLauncher(spec, workdir, env=env, cancel=cancel, on_attempt=show).run()
     if result.outcome is not GangOutcome.SUCCEEDED:
         raise TrainingJobFailedError(
             f"training job {spec.name!r} {result.outcome.value} after "

@@ -163,7 +163,7 @@ def register(
     config = config or TrackingConfig.current()
     ModelRef.parse(name)
     for alias in aliases:
-        ModelRef.parse(f"{name}@{alias}")
+        check_alias(name, alias)
     client = config.client()
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -201,14 +201,16 @@ def _store_statistics(
         path = Path(folder) / REFERENCE_FILE
         path.write_text(statistics.model_dump_json())
         model_id = _MODEL_ID.match(version.source or "")
+        # Keyed by name and version: one logged model may be registered more than once.
+        folder_name = f"modelyard/{version.name}/v{version.version}"
         if model_id is not None:
-            client.log_model_artifact(model_id.group(1), str(path), "modelyard")
+            client.log_model_artifact(model_id.group(1), str(path), folder_name)
             location = client.get_logged_model(model_id.group(1)).artifact_location
-            return f"{location}/modelyard/{REFERENCE_FILE}"
+            return f"{location}/{folder_name}/{REFERENCE_FILE}"
         if version.run_id:
-            client.log_artifact(version.run_id, str(path), f"modelyard/v{version.version}")
+            client.log_artifact(version.run_id, str(path), folder_name)
             location = client.get_run(version.run_id).info.artifact_uri
-            return f"{location}/modelyard/v{version.version}/{REFERENCE_FILE}"
+            return f"{location}/{folder_name}/{REFERENCE_FILE}"
     raise InvalidInputError(
         f"version {version.version} of {version.name!r} has neither a logged model nor a "
         "run to keep its reference statistics next to",
@@ -254,9 +256,19 @@ def resolve(config: TrackingConfig, ref: ModelRef) -> ModelVersion:
     return versions[0]
 
 
+def check_alias(name: str, alias: str) -> None:
+    """Aliases are names; ``latest`` and ``v<number>`` are MLflow's own and refused."""
+    ModelRef.parse(f"{name}@{alias}")
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise InvalidInputError(
+            f"{alias!r} cannot be an alias: 'latest' and 'v<number>' name versions",
+            code="model/invalid_alias",
+        )
+
+
 def set_alias(config: TrackingConfig, name: str, alias: str, version: str) -> None:
     """Point ``name@alias`` at ``version`` (moving it from another version)."""
-    ModelRef.parse(f"{name}@{alias}")
+    check_alias(name, alias)
     resolve(config, ModelRef(name, version=version))
     config.client().set_registered_model_alias(name, alias, version)
 

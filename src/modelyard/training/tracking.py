@@ -163,6 +163,18 @@ def close_run(config: TrackingConfig, run_id: str, status: str) -> None:
     config.client().set_terminated(run_id, status=status)
 
 
+_MAX_LISTED_INPUTS = 64  # 64 digests fit MLflow's 8,000-character tag values
+
+
+def inputs_tag(digests: list[str]) -> str:
+    """The ``modelyard.inputs`` tag: the digests, comma-separated; beyond 64 (a reduce
+    over a large map), their count and a digest of the sorted list, which fits a tag."""
+    if len(digests) <= _MAX_LISTED_INPUTS:
+        return ",".join(digests)
+    listed = hashlib.sha256(",".join(sorted(digests)).encode()).hexdigest()
+    return f"{len(digests)} artifacts, list sha256:{listed}"
+
+
 def _clean(tags: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in tags.items() if value}
 

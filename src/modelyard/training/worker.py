@@ -57,9 +57,10 @@ def main(argv: list[str]) -> int:
         )
         traceback.print_exc()
         return 1
+    _flush_tracking()
     try:
-        report.write_text(json.dumps({"result": result}))
-    except TypeError:
+        report.write_text(json.dumps({"result": result}, default=_plain))
+    except (TypeError, ValueError):
         report.write_text(json.dumps({"result": repr(result)}))
     return 0
 
@@ -92,7 +93,7 @@ def checked_params(function: Any, entrypoint: str, params: dict[str, Any]) -> di
         if adapter is None:  # a type pydantic cannot check (e.g. a tensor): left as given
             continue
         try:
-            checked[name] = adapter.validate_python(value)
+            checked[name] = _validate(adapter, value)
         except ValidationError as exc:
             reason = exc.errors(include_url=False)[0]["msg"]
             problems.append(f"{name}: {reason}, got {value!r}")
@@ -102,6 +103,35 @@ def checked_params(function: Any, entrypoint: str, params: dict[str, Any]) -> di
             code="job/invalid_params",
         )
     return checked
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (a metric as ``np.float32``) as plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _flush_tracking() -> None:
+    """Metric points the function buffered are written before the worker reports."""
+    if "modelyard.training.tracking" in sys.modules:
+        from modelyard.training import tracking
+
+        tracking.flush()
+
+
+def _validate(adapter: TypeAdapter[Any], value: Any) -> Any:
+    """The value as its annotation wants it. A number or boolean given where text is
+    wanted is taken as its text (``-P run=2024`` for ``run: str``)."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        if isinstance(value, bool | int | float):
+            try:
+                return adapter.validate_python(json.dumps(value))
+            except ValidationError:
+                pass
+        raise
 
 
 def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
