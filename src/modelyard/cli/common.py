@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from modelyard.client import ModelyardClient, load_credentials
+from modelyard.errors import InvalidInputError
 
 CursorOption = Annotated[str | None, typer.Option(help="Continue from a previous page.")]
 LimitOption = Annotated[int, typer.Option(min=1, max=500, help="Items per page.")]
@@ -20,3 +22,15 @@ VersionOption = Annotated[
 def client() -> ModelyardClient:
     credentials = load_credentials()
     return ModelyardClient(credentials.url, credentials.token)
+
+
+def invalid_spec(what: str, exc: ValidationError, code: str) -> InvalidInputError:
+    """A spec's validation errors as one clear error: ``invalid <what>: field: reason; ...``."""
+    return InvalidInputError(
+        f"invalid {what}: "
+        + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}"
+            for e in exc.errors(include_input=False)
+        ),
+        code=code,
+    )

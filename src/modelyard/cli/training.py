@@ -16,7 +16,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from modelyard.cli.admin import prepare_home
-from modelyard.cli.common import ProjectOption
+from modelyard.cli.common import ProjectOption, invalid_spec
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit, emit_message
 from modelyard.cli.runs import (
     DEFAULT_PROJECT,
@@ -77,14 +77,7 @@ def submit(
             ),
         )
     except ValidationError as exc:
-        raise InvalidInputError(
-            "invalid training job: "
-            + "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            ),
-            code="job/invalid",
-        ) from exc
+        raise invalid_spec("training job", exc, "job/invalid") from exc
     started = time.monotonic()
     api = remote_client()
     if api is not None:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from modelyard.cli.admin import prepare_home
-from modelyard.cli.common import ProjectOption
+from modelyard.cli.common import ProjectOption, invalid_spec
 from modelyard.cli.output import OutputFormat, OutputOption, console
 from modelyard.cli.runs import DEFAULT_PROJECT, parse_params
 from modelyard.config import Settings
@@ -155,14 +155,7 @@ def _spec(
             seed=seed,
         )
     except ValidationError as exc:
-        raise InvalidInputError(
-            "invalid search: "
-            + "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'search'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            ),
-            code="tune/invalid",
-        ) from exc
+        raise invalid_spec("search", exc, "tune/invalid") from exc
     except ValueError as exc:
         raise InvalidInputError(f"invalid search space: {exc}", code="tune/invalid") from exc
 

@@ -187,25 +187,23 @@ def git_commit(path: Path) -> str | None:
     by git have changes; None outside a git work tree."""
     folder = path if path.is_dir() else path.parent
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        head = _git(folder, "rev-parse", "HEAD")
+        dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}-dirty" if dirty else head
+
+
+def _git(folder: Path, *args: str) -> str:
+    done = subprocess.run(  # noqa: S603  (git, with our own fixed arguments)
+        ["git", *args],  # noqa: S607
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=True,
+    )
+    return done.stdout.strip()
 
 
 def code_tags(entrypoint: str, function: Callable[..., Any] | None = None) -> dict[str, str]:
