@@ -36,7 +36,15 @@ def list_models(output: OutputOption = OutputFormat.table) -> None:
     """Registered models with their newest version and aliases."""
     client = _config().client()
     rows = []
-    for model in client.search_registered_models(order_by=["name ASC"]):
+    models: list[Any] = []
+    token = None
+    while True:  # every page, not MLflow's first hundred
+        page = client.search_registered_models(order_by=["name ASC"], page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            break
+    for model in models:
         versions = client.search_model_versions(
             f"name = '{model.name}'", order_by=["version_number DESC"], max_results=1
         )

@@ -173,15 +173,13 @@ def register(
     )
     mlflow.set_tracking_uri(config.tracking_uri)
     try:
-        version = mlflow.register_model(model_uri, name, tags=dict(tags or {}))
+        # The lineage goes in with the version, in one request: no version without it.
+        lineage = _lineage_of(client, model_uri)
+        version = mlflow.register_model(model_uri, name, tags={**lineage, **(tags or {})})
     except MlflowException as exc:
         raise InvalidInputError(
             f"cannot register {model_uri!r} as {name!r}: {exc.message}", code="model/invalid"
         ) from exc
-    run_tags = client.get_run(version.run_id).data.tags if version.run_id else {}
-    for key in tracking.LINEAGE_TAGS:
-        if run_tags.get(key):
-            client.set_model_version_tag(name, version.version, key, run_tags[key])
     if statistics is not None:
         uri = _store_statistics(client, version, statistics)
         client.set_model_version_tag(name, version.version, REFERENCE_TAG, uri)
@@ -190,6 +188,21 @@ def register(
     for alias in aliases:
         client.set_registered_model_alias(name, alias, version.version)
     return client.get_model_version(name, version.version)
+
+
+def _lineage_of(client: MlflowClient, model_uri: str) -> dict[str, str]:
+    """The lineage tags of the run that made the model (``runs:/<run>/...`` or a logged
+    model's source run); none for a model from a folder."""
+    run_id = None
+    logged = _MODEL_ID.match(model_uri)
+    if logged is not None:
+        run_id = client.get_logged_model(logged.group(1)).source_run_id
+    elif model_uri.startswith("runs:/"):
+        run_id = model_uri.removeprefix("runs:/").partition("/")[0]
+    if not run_id:
+        return {}
+    run_tags = client.get_run(run_id).data.tags
+    return {key: run_tags[key] for key in tracking.LINEAGE_TAGS if run_tags.get(key)}
 
 
 def _store_statistics(
