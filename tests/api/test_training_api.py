@@ -15,6 +15,7 @@ from modelyard.config import Settings
 from modelyard.pipelines.local import secret_lookup
 from modelyard.store.db import session_factory
 from modelyard.training.executor import JobExecutor
+from modelyard.training.tracking import TrackingConfig
 from tests.conftest import MakeProject, Platform, start_platform
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,13 @@ def test_stopping_the_executor_hands_a_running_job_back(
             json={"name": "x", "entrypoint": f"{T}:hang", "params": {"seconds": 60}},
         ).json()
     sessions = session_factory(platform.engine)
-    executor = JobExecutor(sessions, secret_lookup(settings, sessions), poll_seconds=0.1)
+    tracking_config = TrackingConfig.from_settings(settings)
+    executor = JobExecutor(
+        sessions,
+        secret_lookup(settings, sessions),
+        poll_seconds=0.1,
+        tracking_config=tracking_config,
+    )
     executor.start()
     path = f"/api/v1/projects/ml/jobs/{job['id']}"
     try:
@@ -124,6 +131,12 @@ def test_stopping_the_executor_hands_a_running_job_back(
     assert handed_back["state"] == "queued"
     assert handed_back["reason"] == "queued again: the executor running it stopped"
     assert [a["outcome"] for a in handed_back["attempts"]] == ["cancelled"]
+    run = tracking_config.client().get_run(handed_back["mlflow_run_id"])
+    assert run.info.status == "RUNNING"  # to be resumed by the next executor...
+    with platform.admin() as admin:
+        assert admin.post(f"{path}/cancel").json()["state"] == "cancelled"
+    run = tracking_config.client().get_run(handed_back["mlflow_run_id"])
+    assert run.info.status == "KILLED"  # ...unless the job is cancelled in the queue
 
 
 def test_a_job_whose_executor_died_is_queued_again_and_picked_up(

@@ -262,8 +262,9 @@ def cancel(job_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
         with api:
             state = api.cancel_job(project, job_id).state
     else:
-        with store_sessions(Settings()) as sessions:
-            state = jobs.request_cancel(sessions, job_id)
+        settings = Settings()
+        with store_sessions(settings) as sessions:
+            state = jobs.request_cancel(sessions, job_id, TrackingConfig.from_settings(settings))
     console.print(
         f"cancellation requested for job {job_id}"
         if state == jobs.RUNNING

@@ -15,6 +15,7 @@ from modelyard.services.context import ServiceContext
 from modelyard.specs.training import TrainingJobSpec
 from modelyard.store.models import Project, TrainingAttempt, TrainingJob
 from modelyard.training import jobs
+from modelyard.training.tracking import TrackingConfig
 
 
 class TrainingService:
@@ -65,6 +66,7 @@ class TrainingService:
         if jobs.cancel(job):
             self.ctx.flush(f"job {job_id!r}")
             self.ctx.audit("job.cancel", "job", job_id, project=record)
+            jobs.end_cancelled_run(TrackingConfig.from_settings(self.ctx.settings), job)
         return job
 
     def log(self, project: str, job_id: str, attempt: int, rank: int) -> bytes:

@@ -69,12 +69,22 @@ def attempts_of(session: Session, job_id: str) -> list[TrainingAttempt]:
     )
 
 
-def request_cancel(sessions: sessionmaker[Session], job_id: str) -> str:
+def request_cancel(
+    sessions: sessionmaker[Session], job_id: str, tracking_config: TrackingConfig | None = None
+) -> str:
     """Stop a job (see :func:`cancel`); returns its state afterwards."""
     with transaction(sessions) as session:
         job = find(session, job_id)
-        cancel(job)
+        if cancel(job) and tracking_config is not None:
+            end_cancelled_run(tracking_config, job)
         return job.state
+
+
+def end_cancelled_run(config: TrackingConfig, job: TrainingJob) -> None:
+    """A job cancelled while queued may have an MLflow run already (it ran, and was
+    handed back when its executor stopped): the run ends as KILLED with it."""
+    if job.state == GangOutcome.CANCELLED.value and job.mlflow_run_id:
+        _end_run(config, job.mlflow_run_id, "KILLED")
 
 
 def cancel(job: TrainingJob) -> bool:

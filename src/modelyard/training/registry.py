@@ -101,8 +101,8 @@ def log_model(
 
     tracking.ensure_active_run()
     flavor = _flavor(model)
-    if signature is None:
-        prediction = model.predict(input_example) if hasattr(model, "predict") else None
+    if signature is None:  # a PythonModel's predict wants a context: its inputs only
+        prediction = model.predict(input_example) if flavor != "pyfunc" else None
         signature = infer_signature(input_example, prediction)
     kwargs: dict[str, Any] = {"name": name, "signature": signature, "input_example": input_example}
     if flavor == "pyfunc":
