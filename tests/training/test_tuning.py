@@ -4,6 +4,7 @@ trials recorded, pruning, a study that continues after its process stopped."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import optuna
@@ -134,19 +135,27 @@ def test_a_study_continues_after_its_process_stopped(capsys: pytest.CaptureFixtu
     assert code == 0
     code, _ = _tune(capsys, "--trials", "2", "-S", "z=uniform(0,1)")
     assert code == ExitCode.USAGE  # the study is continued with its own search space only
-    # ...and a trial left running by a search whose process died.
+    # Trials left running: by a search here whose process died (1), by a search on
+    # another machine that went silent (2), and by one there that is alive (3).
     storage = Settings().resolved_tuning_storage_url
     study = optuna.load_study(study_name="quadratic", storage=storage)
-    orphan = study.ask()
-    dead = new_owner().split(":")
-    orphan.set_user_attr("modelyard_owner", f"{dead[0]}:999999999:{dead[2]}")
+    here = new_owner().split(":")
+    for owner, beat in (
+        (f"{here[0]}:999999999:{here[2]}", time.time()),
+        ("elsewhere:7:abc", time.time() - tuning.HEARTBEAT_GRACE_S - 5),
+        ("elsewhere:8:def", time.time()),
+    ):
+        left = study.ask()
+        left.set_user_attr("modelyard_owner", owner)
+        left.set_user_attr("modelyard_heartbeat", beat)
     code, again = _tune(capsys, "--trials", "3", "--seed", "2")
     assert code == 0
     trials = again["trials"]
     assert isinstance(trials, list)
-    assert [(t["number"], t["state"]) for t in trials][:2] == [(0, "complete"), (1, "fail")]
-    assert trials[1]["reason"] == "its search process stopped"
-    assert len(trials) == 4  # the orphan does not count: two new trials make three
+    states = [(t["number"], t["state"]) for t in trials][:4]
+    assert states == [(0, "complete"), (1, "fail"), (2, "fail"), (3, "running")]
+    assert {trials[1]["reason"], trials[2]["reason"]} == {"its search process stopped"}
+    assert len(trials) == 6  # orphans do not count: two new trials make three
     assert trials[0] == first["trials"][0]  # type: ignore[index]
     assert again["mlflow_run_id"] == first["mlflow_run_id"]
 

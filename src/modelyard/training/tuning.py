@@ -15,7 +15,8 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+HEARTBEAT_S = 10.0  # how often a search marks its running trials alive
+HEARTBEAT_GRACE_S = 60.0  # silence after which a search on another machine is gone
 TRIAL_ENV = "MODELYARD_TRIAL"  # JSON: storage, study, trial id, pruner (set in trials)
 PRUNED = "optuna.exceptions.TrialPruned"
 STUDY_TAG = "modelyard.study"
@@ -209,14 +212,19 @@ def _check_same_search(study: optuna.Study, spec: TuneSpec) -> None:
 
 
 def _fail_orphans(study: optuna.Study, config: TrackingConfig | None) -> None:
-    """Trials left running by a search whose process on this machine is gone are failed
-    (with their MLflow runs), and do not count: the search that continues the study runs
-    new ones in their place."""
+    """Trials left running by a search that is gone are failed (with their MLflow runs),
+    and do not count: the search that continues the study runs new ones in their place.
+
+    A search is gone when its process on this machine has exited, or, wherever it ran,
+    when it has not renewed its trials' heartbeat for ``HEARTBEAT_GRACE_S``.
+    """
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get("modelyard_owner")
-        if isinstance(owner, str) and owner_gone(owner):
+        beat = trial.user_attrs.get("modelyard_heartbeat")
+        silent = isinstance(beat, int | float) and time.time() - beat > HEARTBEAT_GRACE_S
+        if (isinstance(owner, str) and owner_gone(owner)) or silent:
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             run_id = trial.user_attrs.get("mlflow_run_id")
             if config is not None and isinstance(run_id, str):
@@ -244,6 +252,7 @@ class _Search:
         self.on_trial = on_trial
         self.cancel = cancel or threading.Event()
         self.owner = new_owner()
+        self._last_beat = time.monotonic()
         self.distributions = {name: _distribution(d) for name, d in spec.space.items()}
         self.owns_parent = True
         self.lineage: dict[str, str] = {}
@@ -262,9 +271,11 @@ class _Search:
                         break
                     trial = self.study.ask(self.distributions)
                     trial.set_user_attr("modelyard_owner", self.owner)
+                    trial.set_user_attr("modelyard_heartbeat", time.time())
                     running[pool.submit(self._trial, trial)] = trial
                     remaining -= 1
                 done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                self._heartbeat(running.values())
                 for future in done:
                     self._record(running.pop(future), future)
         except BaseException:
@@ -280,6 +291,13 @@ class _Search:
                     logger.warning("could not record a cancelled trial", exc_info=True)
             pool.shutdown(wait=True)
         return self._result()
+
+    def _heartbeat(self, trials: Iterable[optuna.trial.Trial]) -> None:
+        if time.monotonic() - self._last_beat < HEARTBEAT_S:
+            return
+        self._last_beat = time.monotonic()
+        for trial in trials:
+            trial.set_user_attr("modelyard_heartbeat", time.time())
 
     def _counted(self) -> int:
         """Trials that count towards the study's total: completed, pruned, and failed
