@@ -1,0 +1,1 @@
+"""The model server: wire protocols (``protocol``) and, later, its routes and service."""
