@@ -19,6 +19,7 @@ from modelyard.cli import (
     runs,
     schedules,
     secrets,
+    serve,
     tracking,
     training,
     tuning,
@@ -53,6 +54,7 @@ def build_app() -> typer.Typer:
     app.command()(schedules.backfill)
     app.add_typer(training.train_app, name="train")
     app.command()(tuning.tune)
+    app.command()(serve.serve)
     app.add_typer(models.models_app, name="models")
     app.add_typer(tracking.mlflow_app, name="mlflow")
     app.add_typer(artifacts.artifacts_app, name="artifacts")

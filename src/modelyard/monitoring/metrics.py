@@ -67,3 +67,53 @@ class PipelineMetrics:
             ["pool"],
             registry=self.registry,
         )
+
+
+SERVING_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServingMetrics:
+    """Model-server requests, latency, in-flight requests and batch sizes (DESIGN)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "modelyard_requests_total",
+            "Inference requests answered, by deployment, model, version and status code.",
+            ["deployment", "model", "version", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "modelyard_request_duration_seconds",
+            "Time to answer an inference request, by deployment, model and version.",
+            ["deployment", "model", "version"],
+            buckets=SERVING_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "modelyard_inflight_requests",
+            "Inference requests being answered now, by deployment and model.",
+            ["deployment", "model"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "modelyard_batch_size",
+            "Rows predicted in one call of a model's predict, by model.",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )

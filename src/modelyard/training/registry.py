@@ -113,8 +113,19 @@ def log_model(
         # The flavour's own requirements: MLflow's inference of them re-imports the model
         # in a subprocess and costs seconds per model.
         kwargs["pip_requirements"] = module.get_default_pip_requirements()
+        if flavor == "sklearn":
+            kwargs["skops_trusted_types"] = own_types(model)
         info = module.log_model(model, **kwargs)
     return str(info.model_uri)
+
+
+def own_types(model: Any) -> list[str]:
+    """The types skops (MLflow's format for scikit-learn models) does not trust by
+    default in ``model``: trusted here, since the model was built by the code logging
+    it, so that loading it later (the server, ``mlflow.sklearn.load_model``) works."""
+    import skops.io  # type: ignore[import-untyped]
+
+    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
 def _flavor(model: Any) -> str:

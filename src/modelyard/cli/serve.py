@@ -1,0 +1,100 @@
+"""serve: the model server for one or more MLflow models, with no metadata database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from modelyard.cli.output import console
+from modelyard.config import Settings
+from modelyard.errors import InvalidInputError
+from modelyard.monitoring.metrics import ServingMetrics
+from modelyard.serving.app import ModelServer, create_server_app
+from modelyard.serving.models import Batching, ServedModel, load_model
+from modelyard.training.tracking import TrackingConfig, require_mlflow
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, whose first SIGTERM/SIGINT also marks the models not ready, so health
+    checks take the replica out of traffic while in-flight requests finish."""
+
+    def __init__(self, config: uvicorn.Config, models: ModelServer) -> None:
+        super().__init__(config)
+        self.models = models
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.models.draining = True
+        super().handle_exit(sig, frame)
+
+
+def serve(
+    model_uris: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="MODEL_URI...",
+            help="models:/name@alias, models:/name/3, runs:/<run>/model or a model folder",
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Loopback unless you mean to share it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8080,
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, help="Rows merged into one predict call (1: no batching).")
+    ] = 64,
+    max_latency_ms: Annotated[
+        float, typer.Option(min=0, help="The longest a request waits for a batch.")
+    ] = 2.0,
+    max_request_bytes: Annotated[int, typer.Option(min=1024)] = 32 * 1024 * 1024,
+    graceful_seconds: Annotated[float, typer.Option(min=0)] = 20.0,
+) -> None:
+    """Serve models over the Open Inference Protocol (V2), MLflow's /invocations and
+    plain JSON; ready once every model is loaded and warmed up."""
+    require_mlflow()
+    settings = Settings()
+    metrics = ServingMetrics()
+    batching = Batching(max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
+    tracking_uri = TrackingConfig.from_settings(settings).tracking_uri
+    models: list[ServedModel] = []
+    for uri in model_uris:
+        with console.status(f"loading {uri}"):
+            model = load_model(
+                uri,
+                tracking_uri=tracking_uri,
+                batching=batching,
+                on_batch=lambda name, rows: metrics.batch_size.labels(name).observe(rows),
+            )
+        if any(m.name == model.name for m in models):
+            raise InvalidInputError(
+                f"two models would be served as {model.name!r}", code="serve/duplicate_name"
+            )
+        console.print(
+            f"[green]✓[/green] {model.name} version {model.version} ({model.flavor}, "
+            f"{len(model.inputs)} input(s))"
+        )
+        models.append(model)
+    server = ModelServer(
+        models,
+        deployment=os.environ.get("MODELYARD_DEPLOYMENT", "standalone"),
+        max_request_bytes=max_request_bytes,
+        metrics=metrics,
+    )
+    config = uvicorn.Config(
+        create_server_app(server),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(graceful_seconds),
+    )
+    console.print(f"serving on http://{host}:{port} (V2: /v2/models/<name>/infer)")
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; this
+    # handler turns that into a clean exit 0, which is what a graceful stop is.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _DrainingServer(config, server).run()
