@@ -55,7 +55,7 @@ class Batching:
     """How one model's requests are merged (``max_batch_size=1`` turns it off)."""
 
     max_batch_size: int = 64
-    max_latency_ms: float = 2.0
+    max_latency_ms: float = 0.0
 
 
 @dataclass
