@@ -164,6 +164,26 @@ def _server(request: Request) -> ModelServer:
     return server
 
 
+def _model(request: Request) -> ServedModel:
+    """The model a route names (``{name}``, and ``{version}`` where given)."""
+    return _server(request).model(request.path_params["name"], request.path_params.get("version"))
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _shaped(handler: Handler) -> Handler:
+    """A route whose refusals (unknown model, bad request) answer in the error shape."""
+
+    async def route(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ModelyardError as exc:
+            return error_response(exc)
+
+    return route
+
+
 async def live(request: Request) -> Response:
     return Response(b'{"live":true}', media_type=JSON)
 
@@ -180,11 +200,7 @@ async def server_metadata(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
-    server = _server(request)
-    try:
-        model = server.model(request.path_params["name"], request.path_params.get("version"))
-    except ModelyardError as exc:
-        return error_response(exc)
+    model = _model(request)
     body = protocol.model_metadata(
         model.name, [model.version], model.platform, model.inputs, model.outputs
     )
@@ -193,10 +209,7 @@ async def model_metadata(request: Request) -> Response:
 
 async def model_ready(request: Request) -> Response:
     server = _server(request)
-    try:
-        model = server.model(request.path_params["name"], request.path_params.get("version"))
-    except ModelyardError as exc:
-        return error_response(exc)
+    model = _model(request)
     ok = model.ready and not server.draining
     body = json.dumps({"name": model.name, "ready": ok})
     return Response(body, status_code=200 if ok else 503, media_type=JSON)
@@ -204,10 +217,7 @@ async def model_ready(request: Request) -> Response:
 
 async def infer(request: Request) -> Response:
     server = _server(request)
-    try:
-        model = server.model(request.path_params["name"], request.path_params.get("version"))
-    except ModelyardError as exc:
-        return error_response(exc)
+    model = _model(request)
 
     async def work() -> Response:
         body = await _body(request, server)
@@ -243,18 +253,15 @@ async def infer(request: Request) -> Response:
 
 async def invocations(request: Request) -> Response:
     server = _server(request)
-    try:
-        name = request.query_params.get("model")
-        if name is None and len(server.models) == 1:
-            name = next(iter(server.models))
-        if name is None:
-            raise protocol.ProtocolError(
-                f"several models are served here: say which with ?model= ({sorted(server.models)})",
-                code="request/which_model",
-            )
-        model = server.model(name)
-    except ModelyardError as exc:
-        return error_response(exc)
+    name = request.query_params.get("model")
+    if name is None and len(server.models) == 1:
+        name = next(iter(server.models))
+    if name is None:
+        raise protocol.ProtocolError(
+            f"several models are served here: say which with ?model= ({sorted(server.models)})",
+            code="request/which_model",
+        )
+    model = server.model(name)
 
     async def work() -> Response:
         body = await _body(request, server)
@@ -294,11 +301,7 @@ def _invocation_rows(model: ServedModel, data: Any) -> Any:
 
 async def predict_v1(request: Request) -> Response:
     server = _server(request)
-    name = request.path_params["name"]
-    try:
-        model = server.model(name)
-    except ModelyardError as exc:
-        return error_response(exc)
+    model = _model(request)
 
     async def work() -> Response:
         body = await _body(request, server)
@@ -331,14 +334,14 @@ def create_server_app(server: ModelServer) -> Starlette:
         Route("/v2", server_metadata),
         Route("/v2/health/live", live),
         Route("/v2/health/ready", ready),
-        Route("/v2/models/{name}", model_metadata),
-        Route("/v2/models/{name}/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}", model_metadata),
-        Route("/v2/models/{name}/versions/{version}/ready", model_ready),
-        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
-        Route("/v1/models/{name}:predict", predict_v1, methods=["POST"]),
-        Route("/invocations", invocations, methods=["POST"]),
+        Route("/v2/models/{name}", _shaped(model_metadata)),
+        Route("/v2/models/{name}/ready", _shaped(model_ready)),
+        Route("/v2/models/{name}/infer", _shaped(infer), methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", _shaped(model_metadata)),
+        Route("/v2/models/{name}/versions/{version}/ready", _shaped(model_ready)),
+        Route("/v2/models/{name}/versions/{version}/infer", _shaped(infer), methods=["POST"]),
+        Route("/v1/models/{name}:predict", _shaped(predict_v1), methods=["POST"]),
+        Route("/invocations", _shaped(invocations), methods=["POST"]),
         Route("/ping", ping),
         Route("/health", ping),
         Route("/version", version),
