@@ -22,16 +22,16 @@ from mlflow.types.schema import Array, ColSpec, Schema
 from mlflow.types.schema import TensorSpec as MlflowTensorSpec
 
 from modelyard.errors import ModelyardError
-from modelyard.serving.protocol import (
+from modelyard.serving.invocations import (
     InvocationsInput,
+    decode_invocations,
+    encode_predictions,
+)
+from modelyard.serving.protocol import decode_instances, decode_v2, encode_v2
+from modelyard.serving.tensors import (
     ProtocolError,
     TensorSpec,
     UnsupportedMediaError,
-    decode_instances,
-    decode_invocations,
-    decode_v2,
-    encode_predictions,
-    encode_v2,
     model_metadata,
     server_metadata,
     tensor_specs_from_signature,

@@ -1,1 +1,1 @@
-"""The model server: wire protocols (``protocol``) and, later, its routes and service."""
+"""The model server: wire formats, models, batching and the ASGI app."""

@@ -32,7 +32,8 @@ from starlette.routing import Route
 from modelyard._version import __version__
 from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.monitoring.metrics import ServingMetrics
-from modelyard.serving import protocol
+from modelyard.serving import invocations as mlflow_format
+from modelyard.serving import protocol, tensors
 from modelyard.serving.models import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -196,12 +197,12 @@ async def ready(request: Request) -> Response:
 
 
 async def server_metadata(request: Request) -> Response:
-    return Response(protocol.server_metadata(), media_type=JSON)
+    return Response(tensors.server_metadata(), media_type=JSON)
 
 
 async def model_metadata(request: Request) -> Response:
     model = _model(request)
-    body = protocol.model_metadata(
+    body = tensors.model_metadata(
         model.name, [model.version], model.platform, model.inputs, model.outputs
     )
     return Response(body, media_type=JSON)
@@ -232,7 +233,7 @@ async def infer(request: Request) -> Response:
         if decoded.outputs_wanted:
             missing = [name for name in decoded.outputs_wanted if name not in outputs]
             if missing:
-                raise protocol.ProtocolError(
+                raise tensors.ProtocolError(
                     f"model {model.name!r} has no output(s) {missing}; it has {sorted(outputs)}",
                     code="request/unknown_output",
                 )
@@ -257,7 +258,7 @@ async def invocations(request: Request) -> Response:
     if name is None and len(server.models) == 1:
         name = next(iter(server.models))
     if name is None:
-        raise protocol.ProtocolError(
+        raise tensors.ProtocolError(
             f"several models are served here: say which with ?model= ({sorted(server.models)})",
             code="request/which_model",
         )
@@ -265,11 +266,11 @@ async def invocations(request: Request) -> Response:
 
     async def work() -> Response:
         body = await _body(request, server)
-        decoded = protocol.decode_invocations(body, request.headers.get("content-type", JSON))
+        decoded = mlflow_format.decode_invocations(body, request.headers.get("content-type", JSON))
         rows = _invocation_rows(model, decoded.data)
         result = await _predict(model, rows)
         return Response(
-            protocol.encode_predictions(result, unwrapped=decoded.unwrapped), media_type=JSON
+            mlflow_format.encode_predictions(result, unwrapped=decoded.unwrapped), media_type=JSON
         )
 
     return await server.answer(model, work)
@@ -282,7 +283,7 @@ def _invocation_rows(model: ServedModel, data: Any) -> Any:
     if model.columns and hasattr(data, "columns"):
         missing = [c for c in model.columns if c not in data.columns]
         if missing:
-            raise protocol.ProtocolError(
+            raise tensors.ProtocolError(
                 f"model {model.name!r} needs column(s) {missing}",
                 code="request/missing_input",
                 details={"missing": missing},
@@ -292,7 +293,7 @@ def _invocation_rows(model: ServedModel, data: Any) -> Any:
         try:
             return data[model.columns].to_numpy(dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise protocol.ProtocolError(
+            raise tensors.ProtocolError(
                 f"model {model.name!r} takes numbers in {model.columns}: {exc}",
                 code="request/datatype",
             ) from exc
@@ -308,7 +309,7 @@ async def predict_v1(request: Request) -> Response:
         decoded = protocol.decode_instances(body, model.inputs or None)
         rows = model.rows(decoded) if isinstance(decoded, dict) else decoded
         result = await _predict(model, rows)
-        return Response(protocol.encode_predictions(result), media_type=JSON)
+        return Response(mlflow_format.encode_predictions(result), media_type=JSON)
 
     return await server.answer(model, work)
 

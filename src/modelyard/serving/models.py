@@ -21,7 +21,7 @@ import numpy as np
 
 from modelyard.errors import ModelyardError
 from modelyard.serving.batching import Batcher
-from modelyard.serving.protocol import TensorSpec, tensor_specs_from_signature
+from modelyard.serving.tensors import TensorSpec, tensor_specs_from_signature
 
 logger = logging.getLogger(__name__)
 
