@@ -16,3 +16,21 @@ class Slow(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         if wait > 1:
             time.sleep(wait)
         return (model_input["x"] * 2).to_numpy()
+
+
+class Flaky(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Doubles ``x``. A chunk holding ``x == 13`` fails while the file named by
+    ``FLAKY_FILE`` has fewer than ``FLAKY_FAILURES`` lines (one is added per failure)."""
+
+    def predict(self, context: object, model_input: pd.DataFrame) -> np.ndarray:
+        import os
+        from pathlib import Path
+
+        if (model_input["x"] == 13).any():
+            record = Path(os.environ["FLAKY_FILE"])
+            failures = len(record.read_text().splitlines()) if record.exists() else 0
+            if failures < int(os.environ["FLAKY_FAILURES"]):
+                with record.open("a") as handle:
+                    handle.write("failed\n")
+                raise RuntimeError("a flaky dependency")
+        return (model_input["x"] * 2).to_numpy()

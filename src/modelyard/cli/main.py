@@ -55,6 +55,7 @@ def build_app() -> typer.Typer:
     app.add_typer(training.train_app, name="train")
     app.command()(tuning.tune)
     app.command()(serve.serve)
+    app.command()(serve.predict)
     app.add_typer(models.models_app, name="models")
     app.add_typer(tracking.mlflow_app, name="mlflow")
     app.add_typer(artifacts.artifacts_app, name="artifacts")

@@ -1,17 +1,19 @@
-"""serve: the model server for one or more MLflow models, with no metadata database."""
+"""serve and predict: the model server for one or more MLflow models (no metadata
+database), and batch prediction over Parquet."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 import uvicorn
 
-from modelyard.cli.output import console
+from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError
 from modelyard.monitoring.metrics import ServingMetrics
@@ -117,3 +119,59 @@ def serve(
     # handler turns that into a clean exit 0, which is what a graceful stop is.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     _DrainingServer(config, server).run()
+
+
+def predict(
+    model_uri: Annotated[str, typer.Argument(help="models:/name@alias, runs:/..., a folder")],
+    input_path: Annotated[
+        Path, typer.Option("--input", "-i", help="A Parquet file or a folder of them.")
+    ],
+    output_path: Annotated[Path, typer.Option("--output", "-O", help="The output folder.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 10_000,
+    retries: Annotated[int, typer.Option(min=0, help="Tries again per failed chunk.")] = 2,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Predict every row of a Parquet input in chunks, in bounded memory; write Parquet
+    parts with the model version recorded, and a _SUCCESS manifest last."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from modelyard.serving.batch import parquet_files, predict_parquet
+
+    require_mlflow()
+    settings = Settings()
+    with console.status(f"loading {model_uri}"):
+        model = load_model(
+            model_uri,
+            tracking_uri=TrackingConfig.from_settings(settings).tracking_uri,
+            batching=Batching(max_batch_size=1),
+        )
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(input_path))
+    with Progress(
+        TextColumn("[bold]predicting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        disable=output is not OutputFormat.table,
+    ) as progress:
+        bar = progress.add_task("rows", total=total)
+        result = predict_parquet(
+            model,
+            input_path,
+            output_path,
+            batch_size=batch_size,
+            retries=retries,
+            on_chunk=lambda rows: progress.update(bar, advance=rows),
+        )
+    emit_message(
+        f"{result.rows:,} rows predicted by {model.name} version {model.version} in "
+        f"{result.seconds:.1f} s: {result.parts} part(s) in {result.output}",
+        output,
+        rows=result.rows,
+        parts=result.parts,
+        retries=result.retries,
+        model=model.name,
+        version=model.version,
+        output=str(result.output),
+    )
