@@ -54,6 +54,7 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         while mlflow.active_run() is not None:
             mlflow.end_run()
         monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+        monkeypatch.setattr("mlflow.tracking._model_registry.utils._registry_uri", None)
 
 
 @pytest.fixture(scope="session")

@@ -183,6 +183,7 @@ def register(
         reference_statistics(reference, features=features) if reference is not None else None
     )
     mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(config.tracking_uri)
     try:
         # The lineage goes in with the version, in one request: no version without it.
         lineage = _lineage_of(client, model_uri)
