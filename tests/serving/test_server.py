@@ -5,6 +5,7 @@ metrics and every bad-input path."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import httpx
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import tritonclient.http as triton
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +24,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from modelyard.monitoring.metrics import ServingMetrics
 from modelyard.serving.app import ModelServer, create_server_app
 from modelyard.serving.models import Batching, ServedModel, load_model
+from modelyard.serving.payloads import PayloadLogger
 from modelyard.training.registry import own_types
 from tests.conftest import LiveServer
 
@@ -71,7 +74,7 @@ def model_dirs(
 
 
 @pytest.fixture
-def served(model_dirs: dict[str, Path]) -> Iterator[tuple[str, ModelServer]]:
+def served(model_dirs: dict[str, Path], tmp_path: Path) -> Iterator[tuple[str, ModelServer]]:
     metrics = ServingMetrics()
     models: list[ServedModel] = [
         load_model(
@@ -81,13 +84,21 @@ def served(model_dirs: dict[str, Path]) -> Iterator[tuple[str, ModelServer]]:
         )
         for path in model_dirs.values()
     ]
-    server = ModelServer(models, deployment="test", max_request_bytes=256 * 1024, metrics=metrics)
+    payloads = PayloadLogger(str(tmp_path / "store"), sample=1.0, flush_seconds=0.1)
+    server = ModelServer(
+        models,
+        deployment="test",
+        max_request_bytes=256 * 1024,
+        metrics=metrics,
+        payloads=payloads,
+    )
     live = LiveServer(create_server_app(server))
     live.start()
     try:
         yield live.url, server
     finally:
         live.stop()
+        payloads.close()
 
 
 def _inputs(frame: pd.DataFrame, binary: bool) -> list[triton.InferInput]:
@@ -323,3 +334,33 @@ def test_no_input_crashes_the_server(
     assert answer.status_code in (200, 400, 413, 415, 500)
     if answer.status_code == 500:  # only the model itself may fail, never the server
         assert answer.json()["error"]["code"] == "model/predict_failed"
+
+
+def test_answered_requests_are_logged_with_their_trace_id(
+    served: tuple[str, ModelServer], tmp_path: Path
+) -> None:
+    url, server = served
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with httpx.Client(base_url=url) as http:
+        body = {"dataframe_records": [{"x": 4.0}]}
+        assert (
+            http.post(
+                "/invocations?model=fussy", json=body, headers={"traceparent": traceparent}
+            ).status_code
+            == 200
+        )
+        assert (
+            http.post(
+                "/invocations?model=fussy", json={"dataframe_records": [{"x": -1.0}]}
+            ).status_code
+            == 500
+        )
+    assert server.payloads is not None
+    server.payloads.close()
+    (logged,) = pq.read_table(
+        tmp_path / "store" / "payloads" / "fussy"
+    ).to_pylist()  # the 500 is not a payload
+    assert logged["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert json.loads(logged["inputs"]) == {"x": [4.0]}
+    assert json.loads(logged["outputs"]) == [8.0]
+    assert (logged["model"], logged["version"]) == ("fussy", "1")

@@ -19,6 +19,7 @@ from modelyard.errors import InvalidInputError
 from modelyard.monitoring.metrics import ServingMetrics
 from modelyard.serving.app import ModelServer, create_server_app
 from modelyard.serving.models import Batching, ServedModel, load_model
+from modelyard.serving.payloads import PayloadLogger
 from modelyard.training.tracking import TrackingConfig, require_mlflow
 
 
@@ -66,6 +67,15 @@ def serve(
             "loop: threads that spin between small batches starve it.",
         ),
     ] = 1,
+    log_payloads: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1,
+            help="The fraction of requests whose inputs and outputs are written to Parquet "
+            "in the artifact store (payloads/<model>/date=...), in the background.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2), MLflow's /invocations and
     plain JSON; ready once every model is loaded and warmed up."""
@@ -98,11 +108,17 @@ def serve(
             f"{len(model.inputs)} input(s))"
         )
         models.append(model)
+    payloads = (
+        PayloadLogger(settings.resolved_artifacts_url, sample=log_payloads)
+        if log_payloads > 0
+        else None
+    )
     server = ModelServer(
         models,
         deployment=os.environ.get("MODELYARD_DEPLOYMENT", "standalone"),
         max_request_bytes=max_request_bytes,
         metrics=metrics,
+        payloads=payloads,
     )
     config = uvicorn.Config(
         create_server_app(server),
@@ -118,7 +134,11 @@ def serve(
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; this
     # handler turns that into a clean exit 0, which is what a graceful stop is.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    _DrainingServer(config, server).run()
+    try:
+        _DrainingServer(config, server).run()
+    finally:
+        if payloads is not None:
+            payloads.close()  # what is queued is written before the process ends
 
 
 def predict(

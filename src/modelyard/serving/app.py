@@ -35,6 +35,7 @@ from modelyard.monitoring.metrics import ServingMetrics
 from modelyard.serving import invocations as mlflow_format
 from modelyard.serving import protocol, tensors
 from modelyard.serving.models import ServedModel
+from modelyard.serving.payloads import PayloadLogger, trace_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,10 @@ class ModelServer:
         deployment: str = "standalone",
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         metrics: ServingMetrics | None = None,
+        payloads: PayloadLogger | None = None,
     ) -> None:
         self.models = {model.name: model for model in models}
+        self.payloads = payloads
         self.deployment = deployment
         self.max_request_bytes = max_request_bytes
         self.metrics = metrics or ServingMetrics()
@@ -112,6 +115,23 @@ class ModelServer:
             self.metrics.duration.labels(self.deployment, model.name, model.version).observe(
                 time.perf_counter() - started
             )
+
+
+def _log_payload(
+    request: Request, model: ServedModel, inputs: Any, outputs: Any, started: float
+) -> None:
+    """A sample of answered requests goes to the payload log (never blocking)."""
+    server = _server(request)
+    if server.payloads is None:
+        return
+    server.payloads.record(
+        model.name,
+        model.version,
+        inputs,
+        outputs,
+        (time.perf_counter() - started) * 1000,
+        trace_id_of(request.headers.get("traceparent"), request.headers.get("x-request-id")),
+    )
 
 
 def error_response(error: ModelyardError) -> Response:
@@ -221,6 +241,7 @@ async def infer(request: Request) -> Response:
     model = _model(request)
 
     async def work() -> Response:
+        started = time.perf_counter()
         body = await _body(request, server)
         header = request.headers.get("inference-header-content-length")
         decoded = protocol.decode_v2(
@@ -238,6 +259,7 @@ async def infer(request: Request) -> Response:
                     code="request/unknown_output",
                 )
             outputs = {name: outputs[name] for name in decoded.outputs_wanted}
+        _log_payload(request, model, decoded.inputs, outputs, started)
         payload, header_length = protocol.encode_v2(
             model.name, model.version, decoded.id, outputs, decoded.binary_outputs
         )
@@ -265,10 +287,12 @@ async def invocations(request: Request) -> Response:
     model = server.model(name)
 
     async def work() -> Response:
+        started = time.perf_counter()
         body = await _body(request, server)
         decoded = mlflow_format.decode_invocations(body, request.headers.get("content-type", JSON))
         rows = _invocation_rows(model, decoded.data)
         result = await _predict(model, rows)
+        _log_payload(request, model, decoded.data, result, started)
         return Response(
             mlflow_format.encode_predictions(result, unwrapped=decoded.unwrapped), media_type=JSON
         )
@@ -305,10 +329,12 @@ async def predict_v1(request: Request) -> Response:
     model = _model(request)
 
     async def work() -> Response:
+        started = time.perf_counter()
         body = await _body(request, server)
         decoded = protocol.decode_instances(body, model.inputs or None)
         rows = model.rows(decoded) if isinstance(decoded, dict) else decoded
         result = await _predict(model, rows)
+        _log_payload(request, model, decoded, result, started)
         return Response(mlflow_format.encode_predictions(result), media_type=JSON)
 
     return await server.answer(model, work)
