@@ -96,9 +96,13 @@ class TrackingConfig:
         require_mlflow()
         import mlflow
 
-        if mlflow.is_tracking_uri_set():  # type: ignore[no-untyped-call]
-            return cls(mlflow.get_tracking_uri(), os.environ.get(ARTIFACT_ROOT_ENV))
-        return cls.from_settings(Settings())
+        configured = cls.from_settings(Settings())
+        if not mlflow.is_tracking_uri_set():  # type: ignore[no-untyped-call]
+            return configured
+        uri = mlflow.get_tracking_uri()
+        if uri == configured.tracking_uri:  # the embedded store: its artifact root too
+            return configured
+        return cls(uri, os.environ.get(ARTIFACT_ROOT_ENV))
 
     def env(self) -> dict[str, str]:
         """The environment that points a worker's MLflow at this store."""
