@@ -48,6 +48,9 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("MODELYARD_HOME", str(tmp_path / "home"))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # MLflow sets them itself:
+        monkeypatch.setenv(name, "")  # registered, so that the teardown removes them again
+        monkeypatch.delenv(name)
     if "mlflow" in sys.modules:  # MLflow keeps a process-wide tracking URI and active run
         import mlflow
 

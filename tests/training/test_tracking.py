@@ -222,3 +222,12 @@ def _alive(pid: int) -> bool:
         Path(f"/proc/{pid}").exists()
         and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
     )
+
+
+def test_the_embedded_store_keeps_its_artifact_root_when_mlflow_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(home=tmp_path / "home")
+    embedded = TrackingConfig.from_settings(settings)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", embedded.tracking_uri)  # as set_tracking_uri does
+    assert TrackingConfig.from_settings(settings) == embedded

@@ -83,11 +83,11 @@ class TrackingConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrackingConfig:
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            return cls(settings.mlflow_tracking_uri, os.environ.get(ARTIFACT_ROOT_ENV))
-        return cls(
-            settings.mlflow_tracking_uri, settings.resolved_artifacts_url.rstrip("/") + "/mlflow"
-        )
+        uri = settings.mlflow_tracking_uri
+        if uri == f"sqlite:///{settings.home / 'mlflow.db'}":  # the embedded store
+            # (also when MLflow itself has put this URI in MLFLOW_TRACKING_URI)
+            return cls(uri, settings.resolved_artifacts_url.rstrip("/") + "/mlflow")
+        return cls(uri, os.environ.get(ARTIFACT_ROOT_ENV))
 
     @classmethod
     def current(cls) -> TrackingConfig:
