@@ -11,22 +11,17 @@ import pytest
 
 from modelyard.cli.main import main
 from modelyard.errors import ExitCode
+from tests.output import last_json
 
 pytestmark = pytest.mark.integration
 
 T = "tests.training.targets"
 
 
-def _last(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
-    value = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert isinstance(value, dict)
-    return value
-
-
 def test_a_two_worker_job_survives_a_killed_worker(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["train", "submit", f"{T}:count_with_checkpoints", "--workers", "2"]
     assert main([*args, "-P", "steps=5", "-P", "kill_at=2", "-o", "json"]) == 0
-    done = _last(capsys)
+    done = last_json(capsys)
     assert done["state"] == "succeeded"
     assert done["attempts"] == 2
     assert done["result"] == {"resumed_from": 2, "total": 10.0, "restarts": 1}
@@ -52,7 +47,7 @@ def test_a_failing_script_fails_the_job_and_its_logs_show_why(
     script.write_text("import sys\nprint('epoch 1 of', sys.argv[2])\nsys.exit(4)\n")
     args = ["train", "submit", str(script), "--arg", "--epochs", "--arg", "7", "-o", "json"]
     assert main(args) == 1
-    failed = _last(capsys)
+    failed = last_json(capsys)
     assert (failed["state"], failed["reason"]) == ("failed", "rank 0 exited with code 4")
     assert main(["train", "logs", str(failed["job_id"])]) == 0
     shown = capsys.readouterr().out
@@ -64,7 +59,7 @@ def test_an_entrypoint_that_does_not_exist_is_a_clear_failure(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["train", "submit", "no_such_module:train", "-o", "json"]) == 1
-    failed = _last(capsys)
+    failed = last_json(capsys)
     assert failed["reason"] == (
         "rank 0 raised builtins.ModuleNotFoundError: No module named 'no_such_module'"
     )
@@ -126,7 +121,7 @@ def test_parameters_that_do_not_fit_the_function_fail_the_job_clearly(
     capsys: pytest.CaptureFixture[str], params: list[str], fragment: str
 ) -> None:
     assert main(["train", "submit", f"{T}:quadratic", *params, "-o", "json"]) == 1
-    failed = _last(capsys)
+    failed = last_json(capsys)
     assert failed["attempts"] == 1  # a mistake in the job, never retried
     assert "rank 0 raised modelyard.errors.InvalidInputError: parameters do not fit" in str(
         failed["reason"]

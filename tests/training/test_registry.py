@@ -14,23 +14,18 @@ from modelyard.errors import ExitCode, InvalidInputError
 from modelyard.training import registry, tracking
 from modelyard.training.registry import ModelRef
 from modelyard.training.tracking import TrackingConfig
+from tests.output import last_json
 
 pytestmark = pytest.mark.integration
 
 T = "tests.training.targets"
 
 
-def _last(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
-    value = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert isinstance(value, dict)
-    return value
-
-
 def _train(capsys: pytest.CaptureFixture[str], tmp_path: Path, noise: float) -> dict[str, object]:
     reference = tmp_path / f"features-{noise}.parquet"
     args = ["train", "submit", f"{T}:fit_linear", "-P", "rows=500", "-P", f"noise={noise}"]
     assert main([*args, "-P", f"reference={reference}", "-o", "json"]) == 0
-    done = _last(capsys)
+    done = last_json(capsys)
     result = done["result"]
     assert isinstance(result, dict)
     return {**result, "job_id": done["job_id"], "reference": str(reference)}
@@ -62,7 +57,7 @@ def test_a_version_registered_from_a_job_shows_its_lineage_and_statistics(
     register = ["models", "register", str(trained["model_uri"]), "--name", "demand"]
     args = [*register, "--alias", "champion", "--tag", "team=pricing"]
     assert main([*args, "--reference", str(trained["reference"]), "-o", "json"]) == 0
-    assert _last(capsys)["version"] == "1"
+    assert last_json(capsys)["version"] == "1"
     assert main(["models", "show", "demand@champion", "-o", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["version"], shown["aliases"]) == ("1", ["champion"])

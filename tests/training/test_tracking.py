@@ -22,6 +22,7 @@ from modelyard.config import Settings
 from modelyard.store.models import TaskRun
 from modelyard.training import tracking
 from modelyard.training.tracking import MetricLogger, TrackingConfig
+from tests.output import last_json
 
 pytestmark = pytest.mark.integration
 
@@ -31,12 +32,6 @@ T = "tests.training.targets"
 @pytest.fixture
 def config(tmp_path: Path) -> TrackingConfig:
     return TrackingConfig.from_settings(Settings(home=tmp_path / "home"))
-
-
-def _last(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
-    value = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert isinstance(value, dict)
-    return value
 
 
 def test_the_embedded_store_lives_in_the_home_with_artifacts_in_the_artifact_store(
@@ -61,7 +56,7 @@ def test_a_job_gets_a_run_tagged_with_its_project_job_and_code(
 ) -> None:
     args = ["train", "submit", f"{T}:tracked", "--workers", "2", "-P", "epochs=5", "-o", "json"]
     assert main(args) == 0
-    done = _last(capsys)
+    done = last_json(capsys)
     assert main(["train", "status", str(done["job_id"]), "-o", "json"]) == 0
     run_id = json.loads(capsys.readouterr().out)["mlflow_run_id"]
     assert done["result"] == {"run": run_id}  # the workers logged to the job's run
@@ -87,7 +82,7 @@ def test_a_failed_job_fails_its_run_and_a_script_is_versioned_by_content(
     script = tmp_path / "train.py"
     script.write_text("import sys\nsys.exit(3)\n")
     assert main(["train", "submit", str(script), "-o", "json"]) == 1
-    job_id = str(_last(capsys)["job_id"])
+    job_id = str(last_json(capsys)["job_id"])
     assert main(["train", "status", job_id, "-o", "json"]) == 0
     run = config.client().get_run(json.loads(capsys.readouterr().out)["mlflow_run_id"])
     assert run.info.status == "FAILED"
@@ -142,7 +137,7 @@ def test_a_tracked_task_gets_a_run_with_its_inputs_output_and_code(
 ) -> None:
     flow = "tests/training/tracked_flow.py:tracked_flow"
     assert main(["run", flow, "-P", "n=4", "--workers", "1", "-o", "json"]) == 0
-    run_id = str(_last(capsys)["run_id"])
+    run_id = str(last_json(capsys)["run_id"])
     with store_sessions(Settings()) as sessions, sessions() as session:
         rows = session.scalars(select(TaskRun).where(TaskRun.run_id == run_id))
         digests = {row.node_id: row.output["ref"]["digest"] for row in rows if row.output}
@@ -163,7 +158,7 @@ def test_a_failing_tracked_task_fails_its_run(
 ) -> None:
     flow = "tests/training/tracked_flow.py:tracked_flow"
     assert main(["run", flow, "-P", "fail=true", "--workers", "1", "-o", "json"]) == 1
-    (failed,) = _pipeline_runs(config, str(_last(capsys)["run_id"]))
+    (failed,) = _pipeline_runs(config, str(last_json(capsys)["run_id"]))
     assert failed.info.status == "FAILED"
     assert failed.data.metrics == {"mean": 4.5}  # what it logged before it raised is kept
 
@@ -173,7 +168,7 @@ def test_a_training_job_runs_as_a_pipeline_task_in_the_tasks_run(
 ) -> None:
     flow = "tests/training/tracked_flow.py:job_flow"
     assert main(["run", flow, "-P", "epochs=4", "--workers", "1", "-o", "json"]) == 0
-    run_id = str(_last(capsys)["run_id"])
+    run_id = str(last_json(capsys)["run_id"])
     (tracked,) = _pipeline_runs(config, run_id)
     assert tracked.data.tags[tracking.TASK] == "training_job"
     assert tracked.info.status == "FINISHED"
@@ -189,7 +184,7 @@ def test_a_training_job_runs_as_a_pipeline_task_in_the_tasks_run(
     assert len(history) == 4
     args = ["run", flow, "-P", "entrypoint=tests.training.targets:nowhere", "--workers", "1"]
     assert main([*args, "-o", "json"]) == 1
-    failed_run = str(_last(capsys)["run_id"])
+    failed_run = str(last_json(capsys)["run_id"])
     with store_sessions(Settings()) as sessions, sessions() as session:
         (failed,) = session.scalars(
             select(TaskRun).where(TaskRun.run_id == failed_run, TaskRun.node_id == "training_job")
