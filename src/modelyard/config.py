@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     )
     scheduler_poll_seconds: float = Field(default=5.0, gt=0)
     executor_poll_seconds: float = Field(default=1.0, gt=0)
+    deployment_poll_seconds: float = Field(default=1.0, gt=0)
+    stop_deployments_on_exit: bool = Field(
+        default=False,
+        description="Stop deployments' routers and replicas when the control plane stops "
+        "(by default they keep serving and the next start adopts them).",
+    )
     allow_user_project_creation: bool = True
     trust_forwarded_for: bool = False
 

@@ -1,7 +1,8 @@
 """The controllers that run inside ``modelyard up`` beside the API: the scheduler, which
 creates the runs schedules owe, the run executor, which drives queued runs on this
-machine's warm worker pool, and the job executor, which runs queued training jobs. All
-keep their state in the store and are safe to stop and start at any moment.
+machine's warm worker pool, the job executor, which runs queued training jobs, and the
+deployment controller, which runs deployments' routers and replicas. All keep their
+state in the store and are safe to stop and start at any moment.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from modelyard.config import Settings
 from modelyard.pipelines.executor import RunExecutor
 from modelyard.pipelines.local import local_engine, secret_lookup
 from modelyard.pipelines.scheduling import Scheduler
+from modelyard.serving.controller import DeploymentController
 from modelyard.training.executor import JobExecutor
 from modelyard.training.tracking import TrackingConfig
 
@@ -35,6 +37,12 @@ class ControlPlane:
         self.scheduler = Scheduler(sessions, poll_seconds=settings.scheduler_poll_seconds)
         self.executor: RunExecutor | None = None
         self.jobs: JobExecutor | None = None
+        self.deployments = DeploymentController(
+            settings,
+            sessions,
+            poll_seconds=settings.deployment_poll_seconds,
+            stop_processes_on_exit=settings.stop_deployments_on_exit,
+        )
         self._stack = ExitStack()
 
     def start(self) -> None:
@@ -56,11 +64,13 @@ class ControlPlane:
         )
         self.jobs.start()
         self.scheduler.start()
+        self.deployments.start()
         logger.info("controllers started: scheduler, run executor (%s)", engine.owner)
 
     def stop(self) -> None:
         """Stop creating runs, hand running ones back, then stop the workers."""
         self.scheduler.stop()
+        self.deployments.stop()
         if self.executor is not None:
             self.executor.stop()
         if self.jobs is not None:

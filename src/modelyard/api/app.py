@@ -16,6 +16,7 @@ from modelyard.api.errors import install_error_handlers
 from modelyard.api.middleware import RequestContextMiddleware
 from modelyard.api.routes import (
     audit,
+    deployments,
     health,
     projects,
     runs,
@@ -90,7 +91,17 @@ def create_app(
     app.state.modelyard = state
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (users, tokens, projects, secrets, runs, schedules, training, audit):
+    for module in (
+        users,
+        tokens,
+        projects,
+        secrets,
+        runs,
+        schedules,
+        training,
+        deployments,
+        audit,
+    ):
         app.include_router(module.router)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=tracer_provider, excluded_urls="healthz,readyz,metrics"

@@ -13,6 +13,7 @@ from modelyard._version import __version__
 from modelyard.cli import (
     admin,
     artifacts,
+    deploy,
     identity,
     models,
     projects,
@@ -57,6 +58,8 @@ def build_app() -> typer.Typer:
     app.command()(serve.serve)
     app.command()(serve.predict)
     app.add_typer(models.models_app, name="models")
+    app.add_typer(deploy.deploy_app, name="deploy")
+    app.command(hidden=True)(deploy.router)
     app.add_typer(tracking.mlflow_app, name="mlflow")
     app.add_typer(artifacts.artifacts_app, name="artifacts")
 

@@ -12,6 +12,14 @@ from pydantic import BaseModel
 from modelyard._version import __version__
 from modelyard.errors import ServiceUnavailableError, error_from_response
 from modelyard.specs.common import PageOut
+from modelyard.specs.deployments import (
+    DeploymentDetail,
+    DeploymentOut,
+    DeploymentSpec,
+    DeploymentUpdate,
+    RollbackRequest,
+    TrafficChange,
+)
 from modelyard.specs.identity import (
     TokenCreate,
     TokenCreated,
@@ -67,6 +75,51 @@ class ModelyardClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    # -- deployments -----------------------------------------------------------------
+
+    def _deployments(self, project: str, name: str | None = None, action: str = "") -> str:
+        path = f"/api/v1/projects/{_seg(project)}/deployments"
+        if name is not None:
+            path += f"/{_seg(name)}"
+        return path + (f"/{action}" if action else "")
+
+    def create_deployment(
+        self, project: str, spec: DeploymentSpec, *, port: int | None = None
+    ) -> DeploymentOut:
+        body = spec.model_dump(mode="json")
+        response = self.request(
+            "POST", self._deployments(project), json=body, params={"port": port}
+        )
+        return DeploymentOut.model_validate(response.json())
+
+    def list_deployments(self, project: str) -> list[DeploymentOut]:
+        body = self.request("GET", self._deployments(project)).json()
+        return [DeploymentOut.model_validate(item) for item in body]
+
+    def get_deployment(self, project: str, name: str, *, window: float = 60.0) -> DeploymentDetail:
+        return self._get(DeploymentDetail, self._deployments(project, name), window=window)
+
+    def update_deployment(self, project: str, name: str, change: DeploymentUpdate) -> DeploymentOut:
+        return self._send(DeploymentOut, "PATCH", self._deployments(project, name), change)
+
+    def set_traffic(self, project: str, name: str, change: TrafficChange) -> DeploymentOut:
+        path = self._deployments(project, name, "traffic")
+        return self._send(DeploymentOut, "PUT", path, change, whole=True)
+
+    def promote_deployment(self, project: str, name: str) -> DeploymentOut:
+        path = self._deployments(project, name, "promote")
+        return DeploymentOut.model_validate(self.request("POST", path).json())
+
+    def rollback_deployment(
+        self, project: str, name: str, request: RollbackRequest
+    ) -> DeploymentOut:
+        path = self._deployments(project, name, "rollback")
+        return self._send(DeploymentOut, "POST", path, request, whole=True)
+
+    def delete_deployment(self, project: str, name: str) -> DeploymentOut:
+        response = self.request("DELETE", self._deployments(project, name))
+        return DeploymentOut.model_validate(response.json())
 
     # -- plumbing -------------------------------------------------------------------
 

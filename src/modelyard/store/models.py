@@ -391,3 +391,68 @@ class TrainingAttempt(Base):
     exits: Mapped[list[dict[str, object]]] = mapped_column(JSON, nullable=False, default=list)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Deployment(Versioned, Base):
+    """An endpoint: its current revision, the replicas each variant should have, the
+    rollout in progress, and where its router listens."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __mapper_args__ = {"version_id_col": Versioned.version}
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    rollout: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    replicas: Mapped[dict[str, int]] = mapped_column(JSON, nullable=False, default=dict)
+    port: Mapped[int] = mapped_column(Integer, nullable=False)
+    router_pid: Mapped[int | None] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class DeploymentRevision(Base):
+    """One immutable state of a deployment's spec, and what became of it."""
+
+    __tablename__ = "deployment_revisions"
+    __table_args__ = (UniqueConstraint("deployment_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    change: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Replica(Versioned, Base):
+    """A model server process of one variant, as the controller started it (so that a
+    restarted controller adopts it instead of starting another)."""
+
+    __tablename__ = "deployment_replicas"
+    __mapper_args__ = {"version_id_col": Versioned.version}
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    variant: Mapped[str] = mapped_column(String(32), nullable=False)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    config_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    port: Mapped[int] = mapped_column(Integer, nullable=False)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    log_path: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,149 @@
+"""Local processes of deployments: model server replicas and routers.
+
+Each runs in a session of its own, so it outlives the control plane that started it (as
+pods outlive a controller) and a restarted control plane adopts it by its recorded pid,
+after checking that the pid still runs the command it started (pids are reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+READY_PROBE_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class Launched:
+    pid: int
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the process that takes it may still lose a race;
+    a replica that cannot bind fails to start and is replaced)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def modelyard_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "modelyard.cli.main", *args]
+
+
+def launch(
+    args: list[str],
+    *,
+    port: int,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    memory_limit: int | None = None,
+) -> Launched:
+    """Start ``modelyard <args>`` in its own session, output appended to ``log_path``;
+    ``memory_limit`` caps its address space (``RLIMIT_AS``), as the worker pool does."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def limit() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603  (our own command)
+            modelyard_command(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            preexec_fn=limit if memory_limit is not None else None,
+        )
+    return Launched(process.pid, port, log_path, process)
+
+
+def running(pid: int | None, port: int) -> bool:
+    """Whether ``pid`` is alive and is the process started for ``port``."""
+    if pid is None:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        if not Path("/proc/self").exists():  # no procfs: fall back to a signal probe
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return False
+            return True
+        return False
+    if state in ("Z", "X"):  # ended; exit_code() or stop() reaps it
+        return False
+    return str(port).encode() in cmdline and b"modelyard.cli.main" in cmdline
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def ready(url: str, path: str = "/v2/health/ready") -> bool:
+    try:
+        return httpx.get(url + path, timeout=READY_PROBE_TIMEOUT).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop(pid: int | None, port: int, grace_seconds: float = 20.0) -> None:
+    """SIGTERM (the server drains its in-flight requests), SIGKILL after the grace."""
+    if not running(pid, port):
+        return
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not running(pid, port):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def exit_code(pid: int) -> int | None:
+    """The exit status of a child that ended, which this reaps (``None`` if it is
+    unknown or not our child: an adopted process)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if done == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def log_tail(path: str | Path, lines: int = 5) -> str:
+    """The last lines a process printed (why a replica failed)."""
+    try:
+        with Path(path).open("rb") as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            log.seek(max(0, size - 8192))
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
