@@ -34,3 +34,19 @@ class Flaky(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
                     handle.write("failed\n")
                 raise RuntimeError("a flaky dependency")
         return (model_input["x"] * 2).to_numpy()
+
+
+class Triple(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Triples ``x``: a second version that answers differently."""
+
+    def predict(self, context: object, model_input: pd.DataFrame) -> np.ndarray:
+        return (model_input["x"] * 3).to_numpy()
+
+
+class Broken(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Passes its warm-up (``x`` of 0.1), then raises for any ``x`` above 0.5."""
+
+    def predict(self, context: object, model_input: pd.DataFrame) -> np.ndarray:
+        if (model_input["x"] > 0.5).any():
+            raise ValueError("a broken release")
+        return (model_input["x"] * 2).to_numpy()

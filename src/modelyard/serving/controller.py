@@ -97,6 +97,7 @@ class DeploymentController:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._http = httpx.Client(timeout=2.0)
+        self._retiring: list[threading.Thread] = []  # replicas being drained and stopped
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -108,8 +109,10 @@ class DeploymentController:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        for thread in self._retiring:
+            thread.join()
         if self.stop_processes_on_exit:
-            self.stop_all()
+            stop_all(self.sessions)
         self._http.close()
 
     def _loop(self) -> None:
@@ -128,16 +131,6 @@ class DeploymentController:
                 logger.exception("reconciling deployment %s failed", deployment_id)
         for gone in set(self._memory) - set(ids):
             del self._memory[gone]
-
-    def stop_all(self) -> None:
-        """Stop every router and replica this store records (the platform shuts down)."""
-        with transaction(self.sessions) as session:
-            for replica in session.scalars(select(Replica)):
-                processes.stop(replica.pid, replica.port)
-                session.delete(replica)
-            for deployment in session.scalars(select(Deployment)):
-                processes.stop(deployment.router_pid, deployment.port)
-                deployment.router_pid = None
 
     # -- one deployment ----------------------------------------------------------------
 
@@ -383,7 +376,9 @@ class DeploymentController:
             time.sleep(1.0)  # the router re-reads its routes every 0.2 s
             processes.stop(pid, port)
 
-        threading.Thread(target=stop, name=f"stop-{port}", daemon=True).start()
+        thread = threading.Thread(target=stop, name=f"stop-{port}", daemon=True)
+        thread.start()
+        self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
 
     def _route(
         self,
@@ -405,7 +400,7 @@ class DeploymentController:
         traffic = spec.routed
         table = {
             "deployment": deployment.name,
-            "weights": traffic.weights,
+            "weights": self._available_weights(deployment, traffic.weights, variants),
             "variants": variants,
             "shadow": traffic.shadow,
             "shadow_percent": traffic.shadow_percent,
@@ -419,6 +414,26 @@ class DeploymentController:
                 {**table, "generation": deployment.revision},
             )
             memory.routes = text
+
+    def _available_weights(
+        self, deployment: Deployment, weights: dict[str, int], variants: dict[str, Any]
+    ) -> dict[str, int]:
+        """The weights with the share of a variant whose replicas are still starting
+        given to the busiest variant that can answer: a canary takes its share once it
+        is ready. A variant scaled to zero keeps its share: the router holds its
+        requests while a replica starts."""
+        starting = [
+            name
+            for name, weight in weights.items()
+            if weight and not variants[name]["replicas"] and deployment.replicas.get(name, 1)
+        ]
+        able = {n: w for n, w in weights.items() if variants[n]["replicas"]}
+        if not starting or not able:
+            return dict(weights)
+        heir = max(able, key=lambda n: able[n])
+        moved = {n: (0 if n in starting else w) for n, w in weights.items()}
+        moved[heir] += sum(weights[n] for n in starting)
+        return moved
 
     def _judge(
         self,
@@ -517,3 +532,14 @@ class DeploymentController:
             "MODELYARD_DEPLOYMENT": deployment.name,
             **self.tracking.env(),
         }
+
+
+def stop_all(sessions: sessionmaker[Session]) -> None:
+    """Stop every router and replica the store records (the platform shuts down)."""
+    with transaction(sessions) as session:
+        for replica in session.scalars(select(Replica)):
+            processes.stop(replica.pid, replica.port)
+            session.delete(replica)
+        for deployment in session.scalars(select(Deployment)):
+            processes.stop(deployment.router_pid, deployment.port)
+            deployment.router_pid = None

@@ -28,7 +28,11 @@ class Launched:
     pid: int
     port: int
     log_path: Path
-    process: subprocess.Popen[bytes] | None = None
+
+
+# The processes this one started, kept until they are reaped: they are meant to outlive
+# their handle, and a collected handle of a running child is a warning.
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -70,7 +74,8 @@ def launch(
             start_new_session=True,
             preexec_fn=limit if memory_limit is not None else None,
         )
-    return Launched(process.pid, port, log_path, process)
+    _children[process.pid] = process
+    return Launched(process.pid, port, log_path)
 
 
 def running(pid: int | None, port: int) -> bool:
@@ -94,8 +99,7 @@ def running(pid: int | None, port: int) -> bool:
 
 
 def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    exit_code(pid)
 
 
 def ready(url: str, path: str = "/v2/health/ready") -> bool:
@@ -126,13 +130,13 @@ def stop(pid: int | None, port: int, grace_seconds: float = 20.0) -> None:
 def exit_code(pid: int) -> int | None:
     """The exit status of a child that ended, which this reaps (``None`` if it is
     unknown or not our child: an adopted process)."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+    child = _children.get(pid)
+    if child is None:
         return None
-    if done == 0:
-        return None
-    return os.waitstatus_to_exitcode(status)
+    code = child.poll()
+    if code is not None:
+        del _children[pid]
+    return code
 
 
 def log_tail(path: str | Path, lines: int = 5) -> str:
