@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -50,3 +51,15 @@ class Broken(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         if (model_input["x"] > 0.5).any():
             raise ValueError("a broken release")
         return (model_input["x"] * 2).to_numpy()
+
+
+def save_models(folder: Path) -> dict[str, str]:
+    """MLflow model folders of ``double`` (Slow), ``triple`` and ``broken``, by name."""
+    example = pd.DataFrame({"x": [0.1]})
+    folders = {}
+    for name, model in (("double", Slow()), ("triple", Triple()), ("broken", Broken())):
+        mlflow.pyfunc.save_model(
+            folder / name, python_model=model, input_example=example, pip_requirements=["mlflow"]
+        )
+        folders[name] = str(folder / name)
+    return folders

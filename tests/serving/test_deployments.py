@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
-import pandas as pd
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,7 +37,7 @@ from modelyard.specs.deployments import (
 from modelyard.store import migrate
 from modelyard.store.db import create_store_engine, session_factory, transaction
 from modelyard.store.models import Deployment, Project, Replica
-from tests.serving.slow_model import Broken, Slow, Triple
+from tests.serving.slow_model import save_models
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,15 +47,7 @@ ADMIN = Principal(user_id="admin", name="admin", is_superuser=True, via="local")
 
 @pytest.fixture
 def models(tmp_path: Path) -> dict[str, str]:
-    example = pd.DataFrame({"x": [0.1]})
-    folders = {}
-    for name, model in (("double", Slow()), ("triple", Triple()), ("broken", Broken())):
-        folder = tmp_path / "models" / name
-        mlflow.pyfunc.save_model(
-            folder, python_model=model, input_example=example, pip_requirements=["mlflow"]
-        )
-        folders[name] = str(folder)
-    return folders
+    return save_models(tmp_path / "models")
 
 
 @pytest.fixture

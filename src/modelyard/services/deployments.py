@@ -88,11 +88,9 @@ class DeploymentService:
         settings = change.model_dump(
             include={"scaling", "batching", "rollout", "log_payloads"}, exclude_none=True
         )
-        if settings:
+        before = deployment.revision
+        if settings:  # they join the revision of the rollout or shadow given with them
             spec = DeploymentSpec.model_validate({**spec.model_dump(), **settings})
-            deploys.add_revision(
-                self.ctx.session, deployment, spec, f"settings: {', '.join(sorted(settings))}", user
-            )
         if change.shadow is not None:
             spec = self._shadowed(deployment, spec, change)
         elif change.shadow_percent is not None and spec.routed.shadow:
@@ -125,12 +123,10 @@ class DeploymentService:
                 deploys.start_rollout(
                     self.ctx.session, deployment, spec, model, change.strategy, user
                 )
-        if (
-            not settings
-            and change.model is None
-            and change.shadow is None
-            and change.shadow_percent is None
-        ):
+        if settings and deployment.revision == before:
+            changed = ", ".join(sorted(settings))
+            deploys.add_revision(self.ctx.session, deployment, spec, f"settings: {changed}", user)
+        if deployment.revision == before:
             raise InvalidInputError(
                 "nothing to change: give a model, a shadow or settings", code="deployment/no_change"
             )

@@ -33,6 +33,7 @@ class Launched:
 # The processes this one started, kept until they are reaped: they are meant to outlive
 # their handle, and a collected handle of a running child is a warning.
 _children: dict[int, subprocess.Popen[bytes]] = {}
+_exit_codes: dict[int, int] = {}  # of children reaped, until exit_code() reads them
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,13 +94,22 @@ def running(pid: int | None, port: int) -> bool:
                 return False
             return True
         return False
-    if state in ("Z", "X"):  # ended; exit_code() or stop() reaps it
+    if state in ("Z", "X"):  # ended: reap it, keeping its exit code
+        _reap(pid)
         return False
     return str(port).encode() in cmdline and b"modelyard.cli.main" in cmdline
 
 
 def _reap(pid: int) -> None:
-    exit_code(pid)
+    """Collect an ended child's exit code (waiting, since a concurrent poll from another
+    thread would make a non-blocking one miss it)."""
+    child = _children.pop(pid, None)
+    if child is None:
+        return
+    try:
+        _exit_codes[pid] = child.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        _children[pid] = child
 
 
 def ready(url: str, path: str = "/v2/health/ready") -> bool:
@@ -111,32 +121,23 @@ def ready(url: str, path: str = "/v2/health/ready") -> bool:
 
 def stop(pid: int | None, port: int, grace_seconds: float = 20.0) -> None:
     """SIGTERM (the server drains its in-flight requests), SIGKILL after the grace."""
-    if not running(pid, port):
+    if pid is None:
         return
-    assert pid is not None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
-        _reap(pid)
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5.0)):
         if not running(pid, port):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    _reap(pid)
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while running(pid, port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _exit_codes.pop(pid, None)  # stopped on purpose: nobody asks how it ended
 
 
 def exit_code(pid: int) -> int | None:
-    """The exit status of a child that ended, which this reaps (``None`` if it is
+    """The exit status of a child that :func:`running` found ended (``None`` if it is
     unknown or not our child: an adopted process)."""
-    child = _children.get(pid)
-    if child is None:
-        return None
-    code = child.poll()
-    if code is not None:
-        del _children[pid]
-    return code
+    return _exit_codes.pop(pid, None)
 
 
 def log_tail(path: str | Path, lines: int = 5) -> str:
