@@ -32,6 +32,7 @@ from modelyard.specs.deployments import (
     DeploymentUpdate,
     RollbackRequest,
     RolloutPolicy,
+    Scaling,
     Variant,
 )
 from modelyard.store import migrate
@@ -284,3 +285,60 @@ def test_a_deployment_rolls_out_rolls_back_heals_and_is_adopted(
     assert not processes.running(deployment.router_pid, deployment.port)
     for replica in replicas:
         assert not processes.running(replica.pid, replica.port)
+
+
+def test_replicas_scale_with_inflight_requests_down_to_zero_and_back(
+    platform: tuple[sessionmaker[Session], DeploymentController],
+    settings: Settings,
+    models: dict[str, str],
+) -> None:
+    sessions, _ = platform
+    spec = DeploymentSpec(
+        name="fare",
+        variants=(Variant(name="primary", model=models["double"]),),
+        scaling=Scaling(
+            min_replicas=0,
+            max_replicas=2,
+            target_inflight=1,
+            scale_down_window=timedelta(seconds=2),
+            idle_before_zero=timedelta(seconds=3),
+        ),
+    )
+    act(sessions, settings, lambda s: s.create("bank", spec))
+    wait_for(lambda: state(sessions)[0].state == deploys.READY, what="the first replica")
+    url = deploys.endpoint_of(state(sessions)[0])
+
+    # Four clients whose requests each take 1.2 s: about four in flight on one replica.
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            assert predict(url, 1.2).status_code == 200
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    wait_for(lambda: state(sessions)[0].replicas == {"primary": 2}, what="the scale-up")
+    wait_for(
+        lambda: sum(r.state == "ready" for r in state(sessions)[1]) == 2,
+        what="the second replica",
+    )
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=10)
+
+    # Idle: down to one after the scale-down window, to none after idle_before_zero.
+    wait_for(lambda: state(sessions)[0].replicas == {"primary": 1}, what="the scale-down")
+    wait_for(lambda: state(sessions)[1] == [], what="the scale to zero")
+    wait_for(
+        lambda: live_stats(state(sessions)[0])["variants"]["primary"]["replicas"] == 0,
+        what="the router to see no replica",
+    )
+    assert state(sessions)[0].state == deploys.READY  # scaled to zero is not a failure
+
+    # A request to a variant at zero waits while a replica starts, then is answered.
+    started = time.monotonic()
+    answer = httpx.post(f"{url}/invocations", json={"inputs": {"x": [0.2]}}, timeout=60)
+    assert answer.json() == {"predictions": [0.4]}
+    assert time.monotonic() - started > 0.5  # it did wait for a cold start
+    assert state(sessions)[0].replicas == {"primary": 1}

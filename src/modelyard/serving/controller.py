@@ -58,7 +58,8 @@ class _VariantMemory:
     losing it on a restart only resets windows)."""
 
     scaler: Autoscaler
-    area: tuple[float, float] | None = None  # (monotonic time, router's in-flight area)
+    # (monotonic time, the router's in-flight area and answered count then)
+    area: tuple[float, float, int] | None = None
     failures: int = 0
     last_failure: str = ""
     retry_at: float = 0.0
@@ -199,15 +200,16 @@ class DeploymentController:
                     spec.scaling.min_replicas, min(current, spec.scaling.max_replicas)
                 )
                 continue
-            inflight = 0.0
+            # Both are counters of the router: their change since the last pass gives
+            # the mean in-flight requests and the requests answered in between.
+            area, answered = float(seen["inflight_area"]), int(seen["answered"])
+            inflight, requests = 0.0, 0
             if remembered.area is not None and now > remembered.area[0]:
-                inflight = max(
-                    0.0, (seen["inflight_area"] - remembered.area[1]) / (now - remembered.area[0])
-                )
-            remembered.area = (now, float(seen["inflight_area"]))
-            load = Load(
-                inflight=inflight, pending=int(seen["pending"]), requests=int(seen["requests"])
-            )
+                since, last_area, last_answered = remembered.area
+                inflight = max(0.0, (area - last_area) / (now - since))
+                requests = max(0, answered - last_answered)
+            remembered.area = (now, area, answered)
+            load = Load(inflight=inflight, pending=int(seen["pending"]), requests=requests)
             desired[variant.name] = remembered.scaler.decide(now, current, load)
         for gone in set(desired) - {v.name for v in spec.variants}:
             del desired[gone]

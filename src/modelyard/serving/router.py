@@ -162,6 +162,7 @@ class VariantLoad:
 
     inflight: int = 0
     pending: int = 0
+    answered: int = 0  # since the router started
     area: float = 0.0  # request-seconds in flight
     since: float = field(default_factory=time.monotonic)
 
@@ -170,6 +171,8 @@ class VariantLoad:
         self.area += self.inflight * (now - self.since)
         self.since = now
         self.inflight += delta
+        if delta < 0:
+            self.answered -= delta
 
     def area_now(self) -> float:
         return self.area + self.inflight * (time.monotonic() - self.since)
@@ -478,6 +481,7 @@ class Router:
                 "p99_ms": float(np.percentile(latencies, 99)) if latencies is not None else 0.0,
                 "inflight": load.inflight,
                 "inflight_area": load.area_now(),
+                "answered": load.answered,
                 "pending": load.pending,
                 "replicas": len(route.replicas) if route else 0,
                 "version": route.version if route else "",
