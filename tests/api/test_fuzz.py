@@ -36,6 +36,13 @@ field_names = st.sampled_from(
         "display_name",
         "is_superuser",
         "disabled",
+        "variants",
+        "model",
+        "traffic",
+        "weights",
+        "strategy",
+        "shadow",
+        "revision",
     ]
 )
 bodies = json_values | st.dictionaries(field_names, json_values, max_size=5)
@@ -49,6 +56,10 @@ ENDPOINTS = [
     ("POST", "/api/v1/users"),
     ("PATCH", "/api/v1/users/admin"),
     ("POST", "/api/v1/tokens"),
+    ("POST", "/api/v1/projects/fuzz/deployments"),
+    ("PATCH", "/api/v1/projects/fuzz/deployments/fare"),
+    ("PUT", "/api/v1/projects/fuzz/deployments/fare/traffic"),
+    ("POST", "/api/v1/projects/fuzz/deployments/fare/rollback"),
 ]
 
 
@@ -60,11 +71,26 @@ ENDPOINTS = [
 )
 @given(body=bodies)
 def test_odd_bodies_get_a_client_error_or_success_never_a_500(
-    platform: Platform, make_project: MakeProject, method: str, path: str, body: Any
+    platform: Platform,
+    make_project: MakeProject,
+    tmp_path_factory: pytest.TempPathFactory,
+    method: str,
+    path: str,
+    body: Any,
 ) -> None:
     with platform.admin() as admin:
         if admin.get("/api/v1/projects/fuzz").status_code == 404:
             make_project("fuzz")
+        fare = "/api/v1/projects/fuzz/deployments/fare"
+        if path.startswith(fare) and admin.get(fare).status_code == 404:
+            # A deployment to change (no controller runs here: nothing starts).
+            model = tmp_path_factory.mktemp("model")
+            (model / "MLmodel").write_text("flavors: {}\n")
+            created = admin.post(
+                "/api/v1/projects/fuzz/deployments",
+                json={"name": "fare", "variants": [{"name": "primary", "model": str(model)}]},
+            )
+            assert created.status_code == 201, created.text
         response = admin.request(method, path, json=body)
     assert response.status_code < 500, (method, path, body, response.text)
     if response.status_code >= 400:
