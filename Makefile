@@ -38,7 +38,7 @@ $(VENV)/.ml-installed: pyproject.toml $(VENV)/.core-installed
 	touch $@
 
 demo: $(VENV)/.ml-installed
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/modelyard demo
 
 services:
 	bash scripts/ensure-services.sh

@@ -16,6 +16,12 @@ Steps:
  8. The taxi fare model trained, tuned (Optuna), tracked (MLflow) and registered as
     ``taxi-fare@champion`` by one command; ``modelyard models show`` traces it back to
     the feature table it learned from.
+ 9. Serving, on ``modelyard up`` again: ``taxi-fare@champion`` deployed behind a router
+    with live traffic; a retrained challenger rolled out by canary (10% -> 50% -> 100%)
+    and promoted; a broken release rolled back on its own; a shadow compared.
+
+``--keep`` leaves the server and the deployment running (in ``./modelyard-demo`` unless
+``MODELYARD_DEMO_HOME`` names a folder) and prints how to look at them and stop them.
 
 The exit code is 0 when every step worked, and non-zero with a message otherwise.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -31,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import mlflow.pyfunc
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -324,9 +333,10 @@ def stop(server: subprocess.Popen[bytes], log: Path) -> str:
 
 
 @contextmanager
-def demo_home() -> Iterator[tuple[Path, bool]]:
-    """(home, kept): MODELYARD_DEMO_HOME if set (kept), else a temporary folder (removed)."""
-    chosen = os.environ.get("MODELYARD_DEMO_HOME")
+def demo_home(keep: bool) -> Iterator[tuple[Path, bool]]:
+    """(home, kept): MODELYARD_DEMO_HOME if set (kept); with ``keep``, ./modelyard-demo;
+    else a temporary folder (removed)."""
+    chosen = os.environ.get("MODELYARD_DEMO_HOME") or ("modelyard-demo" if keep else None)
     if chosen:
         home = Path(chosen).expanduser().absolute()
         home.mkdir(parents=True, exist_ok=True)
@@ -339,7 +349,7 @@ def demo_home() -> Iterator[tuple[Path, bool]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_demo(home: Path) -> dict[str, Any]:
+def run_demo(home: Path, keep: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     executable = modelyard_executable()
     env = demo_environment(home)
@@ -387,6 +397,9 @@ def run_demo(home: Path) -> dict[str, Any]:
 
     step(9, "training: the taxi fare model tuned, tracked in MLflow and registered")
     facts["training"] = train_taxi_model(executable, env)
+
+    step(10, "serving: deploy, canary, automatic rollback, shadow")
+    facts.update(serve_taxi_model(executable, env, home, token, keep))
     facts.update(home=home, url=url, seconds=time.monotonic() - started)
     return facts
 
@@ -498,6 +511,230 @@ def train_taxi_model(executable: Path, env: dict[str, str]) -> str:
     )
 
 
+# -- serving ----------------------------------------------------------------------------------
+
+DEPLOY_PROJECT = "mobility"
+DEPLOYMENT = "taxi"
+CANARY = ("--steps", "10,50,100", "--window", "6", "--min-requests", "30")
+
+
+class LiveTraffic:
+    """Clients calling the endpoint over the V2 protocol in the background, with random
+    trips; answers are counted by variant and status."""
+
+    def __init__(self, url: str) -> None:
+        meta = httpx.get(f"{url}/v2/models/{DEPLOYMENT}", timeout=10).json()
+        self.url = url
+        self.inputs = meta["inputs"]
+        self.counts: dict[tuple[str, int], int] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+        for thread in self._threads:
+            thread.start()
+
+    def _body(self, rng: random.Random) -> dict[str, Any]:
+        tensors = []
+        for spec in self.inputs:
+            integer = spec["datatype"].startswith(("INT", "UINT"))
+            value: float = rng.randint(0, 23) if integer else round(rng.uniform(0.2, 12.0), 2)
+            tensors.append(
+                {"name": spec["name"], "shape": [1], "datatype": spec["datatype"], "data": [value]}
+            )
+        return {"inputs": tensors}
+
+    def _run(self) -> None:
+        rng = random.Random()  # noqa: S311  (synthetic trips)
+        with httpx.Client(timeout=10) as http:
+            while not self._stop.is_set():
+                try:
+                    answer = http.post(
+                        f"{self.url}/v2/models/{DEPLOYMENT}/infer", json=self._body(rng)
+                    )
+                    key = (answer.headers.get("x-modelyard-variant", "-"), answer.status_code)
+                except httpx.HTTPError:
+                    key = ("-", 0)
+                self.counts[key] = self.counts.get(key, 0) + 1
+                time.sleep(0.02)
+
+    def stop(self) -> Table:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+        return table(
+            "live traffic through the router",
+            ("variant", "HTTP status", "requests"),
+            [(v, code, n) for (v, code), n in sorted(self.counts.items())],
+        )
+
+
+class BrokenFare(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """A release that loads and warms up but fails every request."""
+
+    def predict(self, context: Any, model_input: Any) -> Any:
+        raise RuntimeError("a broken release: the feature encoder is missing")
+
+
+def serve_taxi_model(
+    executable: Path, env: dict[str, str], home: Path, token: str, keep: bool
+) -> dict[str, Any]:
+    """``modelyard up`` again, then the deployment's life through ``modelyard deploy``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = home / "server-serving.log"
+    server_env = {
+        **env,
+        "MODELYARD_DEPLOYMENT_POLL_SECONDS": "0.5",
+        # Stopping this server (here, or with kill when kept) stops the deployment too.
+        "MODELYARD_STOP_DEPLOYMENTS_ON_EXIT": "true",
+    }
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(  # noqa: S603  (our own executable, fixed arguments)
+            [str(executable), "up", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    remote = {**env, "MODELYARD_URL": url, "MODELYARD_TOKEN": token}
+    traffic: LiveTraffic | None = None
+    try:
+        wait_until_ready(url, server, log)
+        with ModelyardClient(url, token) as api:
+            api.create_project(ProjectCreate(name=DEPLOY_PROJECT, description="Taxi fares"))
+
+        def deploy(*args: str, capture: bool = False) -> str:
+            return cli(executable, remote, "deploy", *args, "-p", DEPLOY_PROJECT, capture=capture)
+
+        console.print("[bold]deploy taxi-fare@champion[/bold] (a router and one replica)")
+        created = json.loads(
+            deploy(
+                "create",
+                DEPLOYMENT,
+                "--model",
+                "models:/taxi-fare@champion",
+                "-o",
+                "json",
+                capture=True,
+            )
+        )
+        endpoint = str(created["endpoint"])
+        console.print(f"[green]✓[/green] {DEPLOYMENT} ready at {endpoint}")
+        traffic = LiveTraffic(endpoint)
+
+        console.print("[bold]train a challenger[/bold] (another sample, fewer trials)")
+        cli(executable, env, "run", f"{TAXI_TRAIN}:taxi_train", "-P", f"rows={TRAIN_ROWS}",
+            "-P", "trials=2", "-P", "seed=7")  # fmt: skip
+        version = latest_version(executable, env)
+        console.print(f"[bold]canary: taxi-fare/{version}[/bold], judged on live traffic")
+        deploy("update", DEPLOYMENT, "--model", f"models:/taxi-fare/{version}", *CANARY, "--wait")
+        promoted = json.loads(deploy("show", DEPLOYMENT, "-o", "json", capture=True))
+        if promoted["spec"]["variants"][0]["model"] != f"models:/taxi-fare/{version}":
+            raise DemoError(f"the challenger was not promoted: {promoted['reason']}")
+
+        console.print("[bold]a broken release[/bold], rolled out the same way")
+        broken = home / "broken-release"
+        save_broken_release(broken, traffic.inputs)
+        deploy("update", DEPLOYMENT, "--model", str(broken), *CANARY, "--wait")
+        after = json.loads(deploy("show", DEPLOYMENT, "-o", "json", capture=True))
+        rolled_back = after["revisions"][0]["change"]
+        if not rolled_back.startswith("rolled back") or "error rate" not in rolled_back:
+            raise DemoError(f"the broken release was not rolled back: {rolled_back}")
+        console.print(f"[green]✓[/green] {rolled_back}")
+
+        console.print("[bold]shadow: the previous champion gets a copy of half the traffic[/bold]")
+        deploy("update", DEPLOYMENT, "--shadow", "models:/taxi-fare/1", "--shadow-percent", "50")
+        shadowed = wait_for_shadow(executable, remote)
+        console.print(deploy("show", DEPLOYMENT, capture=True), highlight=False, markup=False)
+        console.print(traffic.stop())
+        traffic = None
+        if not keep:
+            deploy("delete", DEPLOYMENT)
+        return {
+            "endpoint": endpoint,
+            "serving": (
+                f"{DEPLOYMENT} at {endpoint}: taxi-fare/{version} promoted by canary, a "
+                f"broken release rolled back on its own, {shadowed} shadow comparisons"
+            ),
+            "server_pid": server.pid if keep else None,
+        }
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        if not keep or sys.exc_info()[0] is not None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=SHUTDOWN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def save_broken_release(folder: Path, inputs: list[dict[str, Any]]) -> None:
+    """A model with the deployment's inputs (as its V2 metadata lists them) that raises:
+    it starts, then fails every request."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    columns = [ColSpec("double", spec["name"]) for spec in inputs]
+    mlflow.pyfunc.save_model(
+        folder,
+        python_model=BrokenFare(),
+        signature=ModelSignature(inputs=Schema(columns)),  # type: ignore[arg-type]
+        pip_requirements=["mlflow"],
+    )
+
+
+def latest_version(executable: Path, env: dict[str, str]) -> str:
+    listed = json.loads(cli(executable, env, "models", "list", "-o", "json", capture=True))
+    items = listed["items"] if isinstance(listed, dict) else listed
+    for item in items:
+        if item["name"] == "taxi-fare":
+            return str(item["latest"])
+    raise DemoError(f"taxi-fare is not registered: {listed}")
+
+
+def wait_for_shadow(executable: Path, remote: dict[str, str]) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        shown = json.loads(
+            cli(
+                executable,
+                remote,
+                "deploy",
+                "show",
+                DEPLOYMENT,
+                "-p",
+                DEPLOY_PROJECT,
+                "-o",
+                "json",
+                capture=True,
+            )
+        )
+        compared = (shown.get("live", {}).get("shadow") or {}).get("requests", 0)
+        if compared >= 20:
+            return int(compared)
+        time.sleep(1)
+    raise DemoError("the shadow received no traffic within 60 s")
+
+
+def cli(executable: Path, env: dict[str, str], *args: str, capture: bool = False) -> str:
+    """Run a ``modelyard`` command; live on the console unless its output is wanted."""
+    done = subprocess.run(  # noqa: S603  (our own executable)
+        [str(executable), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=capture,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S * 10,
+        check=False,
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or "").strip()[-800:] if capture else ""
+        raise DemoError(
+            f"modelyard {' '.join(args[:2])} failed (exit code {done.returncode}) {detail}"
+        )
+    return done.stdout or ""
+
+
 def pipeline_command(executable: Path, env: dict[str, str], what: str, *args: str) -> None:
     """Run a ``modelyard`` pipeline command on the demo's small taxi sample, live."""
     done = subprocess.run(  # noqa: S603  (our own executable, fixed arguments)
@@ -512,6 +749,7 @@ def pipeline_command(executable: Path, env: dict[str, str], what: str, *args: st
 
 
 def summary(facts: dict[str, Any], kept: bool) -> Panel:
+    """Where everything is, what happened, and the commands to look at it."""
     where = f"{facts['home']} (kept)" if kept else "a temporary folder (removed)"
     lines = [
         f"home          {where}",
@@ -526,8 +764,24 @@ def summary(facts: dict[str, Any], kept: bool) -> Panel:
         f"pipeline      {facts['pipeline']}",
         f"backfill      {facts['backfill']}",
         f"training      {facts['training']}",
+        f"serving       {facts['serving']}",
         f"took          {facts['seconds']:.1f} s",
     ]
+    if kept:
+        env = f"MODELYARD_HOME={facts['home']}"
+        lines += [
+            "",
+            "look at it:",
+            f"  {env} modelyard models show taxi-fare@champion",
+            f"  {env} modelyard runs list",
+            f"  {env} modelyard mlflow ui",
+        ]
+    if facts.get("server_pid"):
+        lines += [
+            f"  {env} modelyard deploy show {DEPLOYMENT} -p {DEPLOY_PROJECT} --watch",
+            f"  curl {facts['endpoint']}/v2/models/{DEPLOYMENT}",
+            f"stop it: kill {facts['server_pid']} (the server, its router and replicas)",
+        ]
     return Panel(
         Text("\n".join(lines)), title="demo finished: every step worked", border_style="green"
     )
@@ -537,10 +791,11 @@ def fail(message: str) -> None:
     console.print(Text.assemble(("demo failed: ", "bold red"), message))
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    keep = "--keep" in (sys.argv[1:] if argv is None else argv)
     try:
-        with demo_home() as (home, kept):
-            facts = run_demo(home)
+        with demo_home(keep) as (home, kept):
+            facts = run_demo(home, keep)
             console.print(summary(facts, kept))
     except KeyboardInterrupt:
         console.print("[red]demo interrupted[/red]")

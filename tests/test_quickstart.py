@@ -32,7 +32,7 @@ def run_demo(home: Path) -> DemoRun:
         env=env,
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=900,
         check=False,
     )
     return DemoRun(home=home, code=done.returncode, out=done.stdout, err=done.stderr)
@@ -70,6 +70,13 @@ def test_the_demo_runs_every_step(demo: DemoRun) -> None:
         "produced by taxi_train run",
         "reference statistics (",
         "taxi-fare@champion: 4 trials",
+        "10. serving: deploy, canary, automatic rollback, shadow",
+        "✓ taxi ready at http://127.0.0.1:",
+        "canary promoted: healthy over",
+        "✓ rolled back",
+        "shadow: ",
+        "live traffic through the router",
+        "promoted by canary, a broken release rolled back on its own",
         "demo finished: every step worked",
     ):
         assert expected in demo.out, f"{expected!r} missing from:\n{demo.out}"
@@ -89,6 +96,19 @@ def test_the_demo_keeps_a_chosen_home(demo: DemoRun) -> None:
 
 def test_the_server_exits_0_on_sigterm(demo: DemoRun) -> None:
     assert "shutdown: graceful, exit status 0" in demo.out
+
+
+def test_the_demo_leaves_no_process_behind(demo: DemoRun) -> None:
+    """Without --keep, the deployment's router and replicas stop with the demo."""
+    left = []
+    marker = f"MODELYARD_HOME={demo.home}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    assert left == []
 
 
 def test_the_demo_refuses_an_initialised_home(demo: DemoRun) -> None:

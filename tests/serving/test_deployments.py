@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -342,3 +343,23 @@ def test_replicas_scale_with_inflight_requests_down_to_zero_and_back(
     assert answer.json() == {"predictions": [0.4]}
     assert time.monotonic() - started > 0.5  # it did wait for a cold start
     assert state(sessions)[0].replicas == {"primary": 1}
+
+
+def test_a_router_that_cannot_start_fails_the_deployment_with_its_reason(
+    platform: tuple[sessionmaker[Session], DeploymentController],
+    settings: Settings,
+    models: dict[str, str],
+) -> None:
+    sessions, _ = platform
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec = DeploymentSpec(
+            name="fare", variants=(Variant(name="primary", model=models["double"]),)
+        )
+        act(sessions, settings, lambda s: s.create("bank", spec, port))
+        wait_for(lambda: state(sessions)[0].state == deploys.FAILED, what="the failure")
+        reason = state(sessions)[0].reason
+    assert f"the router on port {port} exited" in reason
+    assert "address already in use" in reason

@@ -13,6 +13,7 @@ from modelyard._version import __version__
 from modelyard.cli import (
     admin,
     artifacts,
+    demo,
     deploy,
     identity,
     models,
@@ -38,6 +39,7 @@ def build_app() -> typer.Typer:
     )
     app.command()(admin.init)
     app.command()(admin.up)
+    app.command()(demo.demo)
     app.command()(admin.server)
     app.command()(identity.login)
     app.command()(identity.logout)

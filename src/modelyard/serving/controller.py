@@ -69,6 +69,8 @@ class _VariantMemory:
 class _Memory:
     variants: dict[str, _VariantMemory] = field(default_factory=dict)
     routes: str = ""
+    router_failures: int = 0  # starts of the router that did not last
+    router_failure: str = ""
 
 
 class DeploymentController:
@@ -148,8 +150,10 @@ class DeploymentController:
                 return
             memory = self._memory.setdefault(deployment.id, _Memory())
             spec = deploys.spec_of(deploys.current_revision(session, deployment))
-            self._ensure_router(deployment)
+            self._ensure_router(deployment, memory)
             stats = self._stats(deployment, since=time.time() - 60)
+            if stats is not None:  # the router answers
+                memory.router_failures = 0
             self._scale(deployment, spec, memory, stats)
             replicas = self._replicas(session, deployment, spec, memory)
             self._route(deployment, spec, memory, replicas)
@@ -157,10 +161,15 @@ class DeploymentController:
                 self._judge(session, deployment, spec, memory, replicas)
             self._state(deployment, spec, memory, replicas)
 
-    def _ensure_router(self, deployment: Deployment) -> None:
+    def _ensure_router(self, deployment: Deployment, memory: _Memory) -> None:
+        folder = self.folder(deployment)
         if processes.running(deployment.router_pid, deployment.port):
             return
-        folder = self.folder(deployment)
+        if deployment.router_pid is not None:  # it was started and is gone
+            memory.router_failures += 1
+            tail = processes.log_tail(folder / "router.log", lines=2)
+            memory.router_failure = f"the router on port {deployment.port} exited: {tail}"
+            logger.warning("deployment %s: %s", deployment.name, memory.router_failure)
         launched = processes.launch(
             [
                 "router",
@@ -497,7 +506,9 @@ class DeploymentController:
             if memory.variants.get(name) is not None
             and memory.variants[name].failures >= FAILED_STARTS_BEFORE_BACKOFF
         ]
-        if failing:
+        if memory.router_failures >= FAILED_STARTS_BEFORE_BACKOFF:
+            state, reason = deploys.FAILED, memory.router_failure
+        elif failing:
             state, reason = deploys.FAILED, memory.variants[failing[0]].last_failure
         elif all(name in ready or deployment.replicas.get(name, 1) == 0 for name in serving):
             state, reason = (

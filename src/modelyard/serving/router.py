@@ -386,7 +386,11 @@ class Router:
         headers: dict[str, str],
         primary: httpx.Response,
     ) -> None:
-        """Send a copy to the shadow in the background; never waits, drops when busy."""
+        """Send a copy to the shadow in the background; never waits, drops when busy.
+        Nothing is sent while the shadow has no ready replica (it is starting)."""
+        route = table.variants.get(table.shadow or "")
+        if route is None or not route.replicas:
+            return
         if self._shadow_slots.locked():
             self.shadow.dropped += 1
             return
