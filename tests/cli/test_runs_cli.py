@@ -68,6 +68,8 @@ def test_run_list_logs_and_a_cached_rerun(
     assert main(["runs", "list", "-o", "json"]) == 0
     runs = _json_all(capsys)
     assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
+    assert main(["runs", "list", "-p", "nowhere", "-o", "json"]) != 0  # the project counts
+    assert "project/not_found" in capsys.readouterr().err
     assert main(["runs", "logs", first["run_id"], "--task", "items"]) == 0
     logged = capsys.readouterr().out
     assert "making 4 items" in logged

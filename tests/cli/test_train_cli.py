@@ -38,6 +38,8 @@ def test_a_two_worker_job_survives_a_killed_worker(capsys: pytest.CaptureFixture
     assert "restart" in capsys.readouterr().out
     assert main(["train", "list", "-o", "json"]) == 0
     assert [j["id"] for j in json.loads(capsys.readouterr().out)["items"]] == [job_id]
+    assert main(["train", "list", "-p", "nowhere", "-o", "json"]) != 0  # the project counts
+    assert "project/not_found" in capsys.readouterr().err
 
 
 def test_a_failing_script_fails_the_job_and_its_logs_show_why(

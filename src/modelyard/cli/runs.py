@@ -247,16 +247,23 @@ def runs_list(
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """The newest runs (of a project, on a server)."""
+    """The newest runs of a project."""
     api = remote_client()
     if api is not None:
         with api:
             rows: Sequence[RunOut | PipelineRun] = api.list_runs(project, limit=limit).items
     else:
-        with store_sessions(Settings()) as sessions, sessions() as session:
-            rows = list(
-                session.scalars(select(PipelineRun).order_by(PipelineRun.id.desc()).limit(limit))
-            )
+        with store_sessions(Settings()) as sessions:
+            project_id = project_id_for(sessions, project, create=project == DEFAULT_PROJECT)
+            with sessions() as session:
+                rows = list(
+                    session.scalars(
+                        select(PipelineRun)
+                        .where(PipelineRun.project_id == project_id)
+                        .order_by(PipelineRun.id.desc())
+                        .limit(limit)
+                    )
+                )
     if output is OutputFormat.json:
         typer.echo(
             json.dumps(

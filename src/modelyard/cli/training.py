@@ -172,15 +172,22 @@ def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """The newest training jobs (of a project, on a server)."""
+    """The newest training jobs of a project."""
     api = remote_client()
     if api is not None:
         with api:
             rows = api.list_jobs(project, limit=limit)
     else:
-        with store_sessions(Settings()) as sessions, sessions() as session:
-            query = select(TrainingJob).order_by(TrainingJob.id.desc()).limit(limit)
-            rows = [jobs.job_out(job) for job in session.scalars(query)]
+        with store_sessions(Settings()) as sessions:
+            project_id = project_id_for(sessions, project, create=project == DEFAULT_PROJECT)
+            query = (
+                select(TrainingJob)
+                .where(TrainingJob.project_id == project_id)
+                .order_by(TrainingJob.id.desc())
+                .limit(limit)
+            )
+            with sessions() as session:
+                rows = [jobs.job_out(job) for job in session.scalars(query)]
     emit(rows, output, columns=("id", "name", "state", "workers", "reason"), title="jobs")
 
 
