@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from modelyard.serving.autoscaler import Autoscaler, Load
+from modelyard.serving.autoscaler import Autoscaler, Load, hpa_spec
 from modelyard.serving.rollout import Action, VariantStats, judge
 from modelyard.serving.router import RouteTable, same_predictions
 from modelyard.specs.deployments import DeploymentSpec, RolloutPolicy, Scaling
@@ -211,3 +211,37 @@ def test_a_canary_that_errs_or_slows_down_is_rolled_back_at_once() -> None:
     # Within the thresholds (1 point of errors, 1.5x + 20 ms): kept.
     close = VariantStats(requests=60, errors=1, p99_ms=34)
     assert judge(POLICY, base, close, 5).action is Action.HOLD
+
+
+def test_the_scaling_rule_renders_as_an_hpa_on_the_same_metric() -> None:
+    spec = hpa_spec(
+        Scaling(
+            min_replicas=0,
+            max_replicas=5,
+            target_inflight=2.5,
+            scale_up_window=timedelta(seconds=15),
+            scale_down_window=timedelta(seconds=120),
+        ),
+        "fare-primary",
+    )
+    assert spec["minReplicas"] == 1  # an HPA cannot scale to zero
+    assert spec["maxReplicas"] == 5
+    assert spec["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "modelyard_inflight_requests"},
+                "target": {"type": "AverageValue", "averageValue": "2500m"},
+            },
+        }
+    ]
+    assert spec["behavior"] == {
+        "scaleUp": {"stabilizationWindowSeconds": 15},
+        "scaleDown": {"stabilizationWindowSeconds": 120},
+    }
+    assert (
+        hpa_spec(Scaling(target_inflight=8), "x")["metrics"][0]["pods"]["target"][  # type: ignore[index]
+            "averageValue"
+        ]
+        == "8"
+    )

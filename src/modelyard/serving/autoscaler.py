@@ -79,3 +79,39 @@ class Autoscaler:
         if abs(ratio - 1) <= TOLERANCE:
             return current
         return math.ceil(load.inflight / self.scaling.target_inflight)
+
+
+def hpa_spec(scaling: Scaling, target: str) -> dict[str, object]:
+    """The same rule as an ``autoscaling/v2`` HorizontalPodAutoscaler ``spec`` for the
+    Deployment named ``target``: the Pods metric ``modelyard_inflight_requests`` (served
+    by the Prometheus Adapter), averaged per pod, and the same stabilisation windows.
+    The HPA cannot go to zero: a ``min_replicas`` of 0 becomes 1 there (scale to zero on
+    Kubernetes needs KEDA or Knative)."""
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+        "minReplicas": max(1, scaling.min_replicas),
+        "maxReplicas": scaling.max_replicas,
+        "metrics": [
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "modelyard_inflight_requests"},
+                    "target": {
+                        "type": "AverageValue",
+                        "averageValue": _quantity(scaling.target_inflight),
+                    },
+                },
+            }
+        ],
+        "behavior": {
+            "scaleUp": {"stabilizationWindowSeconds": int(scaling.scale_up_window.total_seconds())},
+            "scaleDown": {
+                "stabilizationWindowSeconds": int(scaling.scale_down_window.total_seconds())
+            },
+        },
+    }
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity: whole numbers as they are, fractions in thousandths."""
+    return str(int(value)) if value == int(value) else f"{round(value * 1000)}m"
