@@ -240,8 +240,6 @@ def test_the_scaling_rule_renders_as_an_hpa_on_the_same_metric() -> None:
         "scaleDown": {"stabilizationWindowSeconds": 120},
     }
     assert (
-        hpa_spec(Scaling(target_inflight=8), "x")["metrics"][0]["pods"]["target"][  # type: ignore[index]
-            "averageValue"
-        ]
+        hpa_spec(Scaling(target_inflight=8), "x")["metrics"][0]["pods"]["target"]["averageValue"]
         == "8"
     )
