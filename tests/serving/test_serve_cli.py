@@ -17,6 +17,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from modelyard.cli.serve import parse_memory_budget
+from modelyard.errors import InvalidInputError
 from tests.serving.slow_model import Slow
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,3 +79,49 @@ def test_sigterm_drains_in_flight_requests_then_exits_cleanly(tmp_path: Path) ->
             server.kill()
             server.wait()
         log.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2GiB", 2 * 2**30),
+        ("500MB", 500 * 10**6),
+        ("1.5 GB", 1_500_000_000),
+        ("2Gi", 2 * 2**30),  # as Kubernetes writes it
+        ("512mi", 512 * 2**20),
+        ("1048576", 1_048_576),
+    ],
+)
+def test_memory_budgets_are_read_as_people_write_them(text: str, expected: int) -> None:
+    assert parse_memory_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "-1GB", "2 parsecs", ""])
+def test_a_memory_budget_that_is_not_a_size_is_refused(text: str) -> None:
+    with pytest.raises(InvalidInputError, match="is not a size") as refused:
+        parse_memory_budget(text)
+    assert refused.value.code == "serve/memory_budget"
+
+
+def test_serve_stops_with_a_clear_error_when_a_model_cannot_fit_the_budget(
+    tmp_path: Path,
+) -> None:
+    mlflow.pyfunc.save_model(
+        tmp_path / "slow",
+        python_model=Slow(),
+        input_example=pd.DataFrame({"x": [1.0]}),
+        pip_requirements=["mlflow"],
+    )
+    modelyard = Path(sys.executable).parent / "modelyard"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    finished = subprocess.run(
+        [str(modelyard), "serve", str(tmp_path / "slow"), "--memory-budget", "1KB"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 1, finished.stdout + finished.stderr
+    output = " ".join((finished.stdout + finished.stderr).split())
+    assert "model/memory_budget" in output
+    assert "the memory budget of 1000 B" in output

@@ -3,37 +3,82 @@ database), and batch prediction over Parquet."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
+import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from modelyard.cli.output import OutputFormat, OutputOption, console, emit_message
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError
 from modelyard.monitoring.metrics import ServingMetrics
 from modelyard.serving.app import ModelServer, create_server_app
-from modelyard.serving.models import Batching, ServedModel, load_model
+from modelyard.serving.models import (
+    Batching,
+    LoadOptions,
+    load_model,
+    model_name,
+)
 from modelyard.serving.payloads import PayloadLogger
+from modelyard.serving.repository import (
+    ModelRepository,
+)
 from modelyard.training.tracking import TrackingConfig, require_mlflow
 
 
 class _DrainingServer(uvicorn.Server):
     """uvicorn, whose first SIGTERM/SIGINT also marks the models not ready, so health
-    checks take the replica out of traffic while in-flight requests finish."""
+    checks take the replica out of traffic while in-flight requests finish. The models
+    are loaded first, on the loop that will serve them."""
 
-    def __init__(self, config: uvicorn.Config, models: ModelServer) -> None:
+    def __init__(
+        self, config: uvicorn.Config, models: ModelServer, preload: Callable[[], Awaitable[None]]
+    ) -> None:
         super().__init__(config)
         self.models = models
+        self.preload = preload
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.preload()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.models.draining = True
         super().handle_exit(sig, frame)
+
+
+_KUBERNETES_UNIT = re.compile(r"^(.*\d\s*[KMGTPE])i$", re.IGNORECASE)
+
+
+def parse_memory_budget(text: str) -> int:
+    """Bytes from ``2GiB``, ``500MB``, ``1.5 GB``, ``2Gi`` (Kubernetes) or a number.
+
+    Raises:
+        InvalidInputError: not a positive size.
+    """
+    kubernetes = _KUBERNETES_UNIT.match(text.strip())
+    try:
+        value = int(
+            TypeAdapter(ByteSize).validate_python(kubernetes[1] + "iB" if kubernetes else text)
+        )
+    except ValidationError:
+        value = 0
+    if value <= 0:
+        raise InvalidInputError(
+            f"--memory-budget {text!r} is not a size: say e.g. 2GiB, 500MB or 1048576",
+            code="serve/memory_budget",
+        )
+    return value
 
 
 def serve(
@@ -76,10 +121,23 @@ def serve(
             "in the artifact store (payloads/<model>/date=...), in the background.",
         ),
     ] = 0.0,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory the loaded models may take together (2GiB, 500MB, bytes). A load "
+            "that would not fit unloads the longest-idle models without requests in "
+            "flight; they load again on their next request. Default: no budget.",
+        ),
+    ] = None,
 ) -> None:
     """Serve models over the Open Inference Protocol (V2), MLflow's /invocations and
-    plain JSON; ready once every model is loaded and warmed up."""
+    plain JSON; ready once every model is loaded and warmed up. More models are loaded
+    and unloaded at run time through V2's model repository extension
+    (POST /v2/repository/models/<name>/load with {"parameters": {"uri": ...}})."""
+    from modelyard.monitoring.logging import configure_logging
+
     require_mlflow()
+    budget = parse_memory_budget(memory_budget) if memory_budget is not None else None
     # Before any OpenMP runtime loads (its threads' wait policy is read once), and for
     # runtimes already loaded.
     os.environ.setdefault("OMP_NUM_THREADS", str(model_threads))
@@ -87,38 +145,56 @@ def serve(
 
     threadpool_limits(limits=model_threads)
     settings = Settings()
+    configure_logging(settings.log_level, json_output=settings.log_json)
     metrics = ServingMetrics()
     batching = Batching(max_batch_size=max_batch_size, max_latency_ms=max_latency_ms)
     tracking_uri = TrackingConfig.from_settings(settings).tracking_uri
-    models: list[ServedModel] = []
-    for uri in model_uris:
-        with console.status(f"loading {uri}"):
-            model = load_model(
-                uri,
-                tracking_uri=tracking_uri,
-                batching=batching,
-                on_batch=lambda name, rows: metrics.batch_size.labels(name).observe(rows),
+    repository = ModelRepository(
+        LoadOptions(
+            tracking_uri,
+            batching,
+            on_batch=lambda name, rows: metrics.batch_size.labels(name).observe(rows),
+        ),
+        memory_budget=budget,
+        metrics=metrics,
+    )
+
+    async def preload() -> None:
+        for uri in model_uris:
+            # A deployment's replica serves its one model under the deployment's name.
+            name = os.environ.get("MODELYARD_MODEL_NAME", "") if len(model_uris) == 1 else ""
+            if not name:
+                name = await asyncio.to_thread(model_name, uri, tracking_uri)
+            if name in repository.entries:
+                raise InvalidInputError(
+                    f"two models would be served as {name!r}", code="serve/duplicate_name"
+                )
+            with console.status(f"loading {uri}"):
+                model = await repository.load(name, uri)
+            memory = ByteSize(model.memory_bytes).human_readable(separator=" ")
+            console.print(
+                f"[green]✓[/green] {model.name} version {model.version} ({model.flavor}, "
+                f"{len(model.inputs)} input(s), about {memory})"
             )
-        if any(m.name == model.name for m in models):
-            raise InvalidInputError(
-                f"two models would be served as {model.name!r}", code="serve/duplicate_name"
+        unloaded = [e.name for e in repository.index() if e.model is None]
+        if unloaded:
+            console.print(
+                f"unloaded to fit the memory budget: {', '.join(unloaded)} (loaded again on "
+                "their next request)"
             )
-        console.print(
-            f"[green]✓[/green] {model.name} version {model.version} ({model.flavor}, "
-            f"{len(model.inputs)} input(s))"
-        )
-        models.append(model)
+        console.print(f"serving on http://{host}:{port} (V2: /v2/models/<name>/infer)")
+
     payloads = (
         PayloadLogger(settings.resolved_artifacts_url, sample=log_payloads)
         if log_payloads > 0
         else None
     )
     server = ModelServer(
-        models,
         deployment=os.environ.get("MODELYARD_DEPLOYMENT", "standalone"),
         max_request_bytes=max_request_bytes,
         metrics=metrics,
         payloads=payloads,
+        repository=repository,
     )
     config = uvicorn.Config(
         create_server_app(server),
@@ -130,12 +206,11 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(graceful_seconds),
     )
-    console.print(f"serving on http://{host}:{port} (V2: /v2/models/<name>/infer)")
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; this
     # handler turns that into a clean exit 0, which is what a graceful stop is.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        _DrainingServer(config, server).run()
+        _DrainingServer(config, server, preload).run()
     finally:
         if payloads is not None:
             payloads.close()  # what is queued is written before the process ends

@@ -87,7 +87,8 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ServingMetrics:
-    """Model-server requests, latency, in-flight requests and batch sizes (DESIGN)."""
+    """Model-server requests, latency, in-flight requests and batch sizes (DESIGN), and
+    the model repository's loads, unloads and memory."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -115,5 +116,28 @@ class ServingMetrics:
             "Rows predicted in one call of a model's predict, by model.",
             ["model"],
             buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_memory = Gauge(
+            "modelyard_model_memory_bytes",
+            "Memory a loaded model is estimated to take (0 while not loaded), by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.memory_budget = Gauge(
+            "modelyard_model_memory_budget_bytes",
+            "The memory budget of the loaded models (absent: no budget).",
+            registry=self.registry,
+        )
+        self.model_loads = Counter(
+            "modelyard_model_loads_total",
+            "Model loads by model and outcome (loaded, failed, refused: no room).",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.model_unloads = Counter(
+            "modelyard_model_unloads_total",
+            "Model unloads by model and reason (unloaded on request, evicted for room).",
+            ["model", "reason"],
             registry=self.registry,
         )

@@ -8,6 +8,9 @@ batch size follows the load: one row when idle, large batches under pressure.
 
 A batch that raises is predicted again request by request, so a request that breaks
 the model fails alone and the others still get their answers.
+
+A caller may pass a :class:`BatchTiming` to learn when its rows were queued and
+predicted, and in how large a batch (the request's trace spans are made from it).
 """
 
 from __future__ import annotations
@@ -26,11 +29,37 @@ Predict = Callable[[Any], Any]
 
 
 @dataclass
+class BatchTiming:
+    """When one request's rows were queued and predicted (``time.time_ns()`` readings,
+    the clock trace spans use) and the rows of the batch they were predicted in."""
+
+    queued_ns: int = 0
+    started_ns: int = 0
+    finished_ns: int = 0
+    batch_rows: int = 0
+
+
+def timed_call(predict: Predict, rows: Any) -> tuple[Any, int, int]:
+    """``predict(rows)`` with the clock read before and after (run in the predict
+    thread, so a queue wait for the thread is not counted as predicting)."""
+    started = time.time_ns()
+    output = predict(rows)
+    return output, started, time.time_ns()
+
+
+@dataclass
 class _Pending:
     rows: Any  # a numpy array or a pandas DataFrame, rows along the first axis
     count: int
     future: asyncio.Future[Any]
+    timing: BatchTiming | None = None
     arrived: float = field(default_factory=time.monotonic)
+
+    def predicted(self, started: int, finished: int, batch_rows: int) -> None:
+        if self.timing is not None:
+            self.timing.started_ns = started
+            self.timing.finished_ns = finished
+            self.timing.batch_rows = batch_rows
 
 
 class Batcher:
@@ -61,14 +90,17 @@ class Batcher:
         self._worker: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="predict")
 
-    async def predict(self, rows: Any) -> Any:
-        """The model's output for ``rows``, predicted in a batch with others."""
+    async def predict(self, rows: Any, timing: BatchTiming | None = None) -> Any:
+        """The model's output for ``rows``, predicted in a batch with others; ``timing``
+        (when given) is filled in with when they were queued and predicted."""
         loop = asyncio.get_running_loop()
+        if timing is not None:
+            timing.queued_ns = time.time_ns()
         if self._arrived is None:
             self._arrived = asyncio.Event()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._run())
-        pending = _Pending(rows, len(rows), loop.create_future())
+        pending = _Pending(rows, len(rows), loop.create_future(), timing)
         self._queue.append(pending)
         self._arrived.set()
         return await pending.future
@@ -124,10 +156,13 @@ class Batcher:
         if not batch:
             return
         loop = asyncio.get_running_loop()
-        self._on_batch(sum(p.count for p in batch))
+        rows = sum(p.count for p in batch)
+        self._on_batch(rows)
         try:
             merged = concat([p.rows for p in batch])
-            outputs = await loop.run_in_executor(self._thread, self._predict, merged)
+            outputs, started, finished = await loop.run_in_executor(
+                self._thread, timed_call, self._predict, merged
+            )
             parts = split(outputs, [p.count for p in batch])
         except Exception:
             if len(batch) == 1:
@@ -137,14 +172,18 @@ class Batcher:
                 await self._predict_alone(pending)
             return
         for pending, part in zip(batch, parts, strict=True):
+            pending.predicted(started, finished, rows)
             if not pending.future.done():
                 pending.future.set_result(part)
 
     async def _predict_alone(self, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
         try:
-            output = await loop.run_in_executor(self._thread, self._predict, pending.rows)
+            output, started, finished = await loop.run_in_executor(
+                self._thread, timed_call, self._predict, pending.rows
+            )
             (output,) = split(output, [pending.count])
+            pending.predicted(started, finished, pending.count)
         except Exception as exc:
             if not pending.future.done():
                 pending.future.set_exception(exc)

@@ -1,53 +1,53 @@
 """The models a server answers for: loaded from MLflow model URIs, predicted on the
-native model where that is safe, warmed up before they are ready.
+native model where that is safe (:mod:`modelyard.serving.predictors`), and warmed up
+before they are ready. :mod:`modelyard.serving.repository` keeps several of them within
+a memory budget.
 
 ``models:/name@alias``, ``models:/name/3``, ``runs:/<run>/model`` and a local MLflow model
-folder are accepted. scikit-learn and LightGBM models whose signature is all numeric
-are called directly on a numpy array (no pandas round trip); every other model goes
-through MLflow's pyfunc on a DataFrame (column signatures) or its tensors.
+folder are accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-import warnings
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelyard.errors import ModelyardError
-from modelyard.serving.batching import Batcher
+from modelyard.errors import (
+    ModelyardError,
+    NotFoundError,
+)
+from modelyard.serving.batching import Batcher, BatchTiming, timed_call
 from modelyard.serving.tensors import TensorSpec, tensor_specs_from_signature
+
+if TYPE_CHECKING:
+    pass
+
+from modelyard.serving.predictors import Predict, predictor
 
 logger = logging.getLogger(__name__)
 
-_NUMERIC = frozenset(
-    {
-        "BOOL",
-        "INT8",
-        "INT16",
-        "INT32",
-        "INT64",
-        "UINT8",
-        "UINT16",
-        "UINT32",
-        "UINT64",
-        "FP16",
-        "FP32",
-        "FP64",
-    }
-)
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?$")
+_PLATFORMS = {"pyfunc": "mlflow_pyfunc", "onnx": "onnxruntime_onnx"}
 
 
 class ModelLoadError(ModelyardError):
-    """A model that cannot be found, read or warmed up."""
+    """A model that cannot be found, read or warmed up (HTTP 400, as Triton answers a
+    load that fails)."""
 
+    http_status = 400
     default_code = "model/load_failed"
+
+
+class ModelNotServedError(NotFoundError):
+    default_code = "model/not_served"
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,15 @@ class Batching:
     max_latency_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How every model of a server is fetched and served."""
+
+    tracking_uri: str | None = None
+    batching: Batching = field(default_factory=Batching)
+    on_batch: Callable[[str, int], None] | None = None  # (model name, rows) per batch
+
+
 @dataclass
 class ServedModel:
     """One loaded model: what it takes and returns, and how to predict with it."""
@@ -65,16 +74,18 @@ class ServedModel:
     name: str
     version: str
     uri: str
-    flavor: str  # "sklearn", "lightgbm" or "pyfunc": what predict calls
-    platform: str  # V2 metadata: e.g. "sklearn", "mlflow_pyfunc"
+    flavor: str  # what predict calls: "sklearn", "lightgbm", "xgboost", "onnx" or "pyfunc"
+    platform: str  # V2 metadata: e.g. "sklearn", "onnxruntime_onnx", "mlflow_pyfunc"
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     columns: list[str] | None  # a column signature's names, in order
-    size_bytes: int
-    predict_batch: Callable[[Any], Any]
+    size_bytes: int  # the model's folder on disk
+    predict_batch: Predict
     batcher: Batcher | None = None
     ready: bool = False
     in_flight: int = field(default=0)
+    memory_bytes: int = 0  # the estimate the memory budget counts
+    retiring: bool = False  # unloaded: closes when its last request is answered
 
     def rows(self, tensors: dict[str, np.ndarray]) -> Any:
         """The model's input batch from decoded V2 tensors: per-column ``[N, 1]``
@@ -91,13 +102,19 @@ class ServedModel:
             return next(iter(tensors.values()))
         return tensors
 
-    async def predict(self, rows: Any) -> Any:
-        """The model's output for ``rows``, batched with concurrent requests when on."""
+    async def predict(self, rows: Any, timing: BatchTiming | None = None) -> Any:
+        """The model's output for ``rows``, batched with concurrent requests when on;
+        ``timing`` (when given) learns when the rows were queued and predicted."""
         if self.batcher is not None and not isinstance(rows, dict):
-            return await self.batcher.predict(rows)
-        import asyncio
-
-        return await asyncio.get_running_loop().run_in_executor(None, self.predict_batch, rows)
+            return await self.batcher.predict(rows, timing)
+        queued = time.time_ns()
+        output, started, finished = await asyncio.get_running_loop().run_in_executor(
+            None, timed_call, self.predict_batch, rows
+        )
+        if timing is not None:
+            timing.queued_ns, timing.started_ns, timing.finished_ns = queued, started, finished
+            timing.batch_rows = _row_count(rows)
+        return output
 
     async def close(self) -> None:
         if self.batcher is not None:
@@ -111,18 +128,34 @@ def _text(column: np.ndarray) -> np.ndarray:
     return column
 
 
-def load_model(
-    uri: str,
-    *,
-    name: str | None = None,
-    tracking_uri: str | None = None,
-    batching: Batching | None = None,
-    on_batch: Callable[[str, int], None] | None = None,
-) -> ServedModel:
-    """Download, load and warm up the model at ``uri``.
+def _row_count(rows: Any) -> int:
+    if isinstance(rows, dict):
+        return len(next(iter(rows.values()), ()))
+    return len(rows)
+
+
+# -- loading ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """A model downloaded and its MLmodel read, not loaded yet."""
+
+    name: str
+    version: str
+    uri: str
+    path: Path
+    meta: Any  # mlflow.models.Model
+    size_bytes: int
+
+
+def fetch_model(
+    uri: str, *, name: str | None = None, tracking_uri: str | None = None
+) -> FetchedModel:
+    """Resolve and download the model at ``uri`` and read its MLmodel file.
 
     Raises:
-        ModelLoadError: the model cannot be found, loaded, or predict on its example.
+        ModelLoadError: no such model, or it cannot be downloaded or read.
     """
     import mlflow
     import mlflow.artifacts
@@ -142,32 +175,72 @@ def load_model(
         meta = Model.load(str(path))
     except (MlflowException, OSError) as exc:
         raise ModelLoadError(f"cannot load model {uri!r}: {exc}") from exc
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return FetchedModel(served_name, version, uri, path, meta, size)
+
+
+def open_model(fetched: FetchedModel, options: LoadOptions | None = None) -> ServedModel:
+    """Load a fetched model, pick its fastest safe predict and warm it up.
+
+    Raises:
+        ModelLoadError: the model fails on its input example.
+    """
+    options = options or LoadOptions()
+    meta, path = fetched.meta, fetched.path
     inputs, outputs = tensor_specs_from_signature(meta.signature)
     columns = _column_names(meta)
-    flavor, predict = _predictor(meta, path, inputs)
+    flavor, predict = predictor(meta, path, inputs, columns)
     model = ServedModel(
-        name=served_name,
-        version=version,
-        uri=uri,
+        name=fetched.name,
+        version=fetched.version,
+        uri=fetched.uri,
         flavor=flavor,
-        platform="mlflow_pyfunc" if flavor == "pyfunc" else flavor,
+        platform=_PLATFORMS.get(flavor, flavor),
         inputs=inputs,
         outputs=outputs,
         columns=columns,
-        size_bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()),
+        size_bytes=fetched.size_bytes,
         predict_batch=predict,
+        memory_bytes=fetched.size_bytes,
     )
     _warm_up(model, meta, path)
-    settings = batching or Batching()
+    settings = options.batching
     if settings.max_batch_size > 1 and (columns or len(inputs) == 1):
+        on_batch = options.on_batch
         model.batcher = Batcher(
             predict,
             max_batch_size=settings.max_batch_size,
             max_latency_ms=settings.max_latency_ms,
-            on_batch=(lambda rows: on_batch(served_name, rows)) if on_batch else None,
+            on_batch=(lambda rows: on_batch(fetched.name, rows)) if on_batch else None,
         )
     model.ready = True
     return model
+
+
+def load_model(
+    uri: str,
+    *,
+    name: str | None = None,
+    tracking_uri: str | None = None,
+    batching: Batching | None = None,
+    on_batch: Callable[[str, int], None] | None = None,
+) -> ServedModel:
+    """Download, load and warm up the model at ``uri``.
+
+    Raises:
+        ModelLoadError: the model cannot be found, loaded, or predict on its example.
+    """
+    options = LoadOptions(tracking_uri, batching or Batching(), on_batch)
+    return open_model(fetch_model(uri, name=name, tracking_uri=tracking_uri), options)
+
+
+def model_name(uri: str, tracking_uri: str | None = None) -> str:
+    """The name the model at ``uri`` is served under when none is given.
+
+    Raises:
+        ModelLoadError: no such model.
+    """
+    return _identity(uri, None, tracking_uri)[0]
 
 
 def _identity(uri: str, name: str | None, tracking_uri: str | None) -> tuple[str, str]:
@@ -213,33 +286,6 @@ def _column_names(meta: Any) -> list[str] | None:
     return [str(n) for n in names] if all(names) else None
 
 
-def _predictor(meta: Any, path: Path, inputs: list[TensorSpec]) -> tuple[str, Callable[[Any], Any]]:
-    """The fastest safe predict: the native model on numpy arrays when the flavour is
-    scikit-learn or LightGBM and every input is numeric, else MLflow's pyfunc."""
-    numeric = bool(inputs) and all(spec.datatype in _NUMERIC for spec in inputs)
-    if numeric and "sklearn" in meta.flavors:
-        import mlflow.sklearn
-
-        native = mlflow.sklearn.load_model(str(path))
-        return "sklearn", _quiet(native.predict)
-    if numeric and "lightgbm" in meta.flavors:
-        import mlflow.lightgbm
-
-        native = mlflow.lightgbm.load_model(str(path))
-        return "lightgbm", _quiet(native.predict)
-    import mlflow.pyfunc
-
-    pyfunc = mlflow.pyfunc.load_model(str(path))
-    return "pyfunc", pyfunc.predict
-
-
-def _quiet(predict: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A native predict on arrays: models fitted on DataFrames warn that arrays carry no
-    feature names, once per call; the columns are in the signature's order."""
-    warnings.filterwarnings("ignore", message="X does not have valid feature names")
-    return predict
-
-
 def _warm_up(model: ServedModel, meta: Any, path: Path) -> None:
     """One prediction on the logged input example (or on zeros of the signature's
     shape), so that the first request pays no first-call costs; a model that cannot
@@ -264,6 +310,8 @@ def _example(model: ServedModel, meta: Any, path: Path) -> Any:
     if example is not None:
         if model.flavor == "pyfunc":
             return example
+        if isinstance(example, dict):  # several named tensors
+            return {str(k): np.asarray(v) for k, v in example.items()}
         return np.asarray(example.to_numpy() if hasattr(example, "to_numpy") else example)
     if model.columns and model.flavor != "pyfunc":
         return np.zeros((1, len(model.columns)))
