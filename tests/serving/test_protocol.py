@@ -26,6 +26,7 @@ from modelyard.serving.invocations import (
     InvocationsInput,
     decode_invocations,
     encode_predictions,
+    numeric_rows,
 )
 from modelyard.serving.protocol import decode_instances, decode_v2, encode_v2
 from modelyard.serving.tensors import (
@@ -1002,3 +1003,27 @@ def test_fuzzed_invocations_raise_only_protocol_or_media_errors(
     for body in (json.dumps({key: value}).encode(), json.dumps(value).encode()):
         with contextlib.suppress(ProtocolError, UnsupportedMediaError):
             decode_invocations(body, content_type)
+
+
+def test_numeric_invocations_bodies_become_rows_in_the_signature_order() -> None:
+    columns = ["a", "b"]
+    split = {"dataframe_split": {"columns": ["b", "a"], "data": [[2, 1], [4, 3]]}}
+    rows = numeric_rows(json.dumps(split).encode(), "application/json", columns)
+    assert rows is not None
+    assert rows.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    records = {"dataframe_records": [{"b": 2, "a": 1, "c": 9}]}
+    rows = numeric_rows(json.dumps(records).encode(), "application/json; charset=utf-8", columns)
+    assert rows is not None
+    assert rows.tolist() == [[1.0, 2.0]]
+    # Anything else takes the general path (and its messages): None.
+    for body in (
+        {"dataframe_split": {"columns": ["a"], "data": [[1]]}},  # a column missing
+        {"dataframe_split": {"columns": ["a", "b"], "data": [["x", 1]]}},  # text
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}, "params": {}},
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2, 3]]}},  # ragged
+        {"instances": [[1, 2]]},
+        [1, 2],
+    ):
+        assert numeric_rows(json.dumps(body).encode(), "application/json", columns) is None
+    assert numeric_rows(b"{not json", "application/json", columns) is None
+    assert numeric_rows(b"a,b\n1,2", "text/csv", columns) is None

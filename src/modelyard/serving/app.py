@@ -399,12 +399,24 @@ async def invocations(request: Request) -> Response:
 
     async def work(model: ServedModel, phases: Phases) -> Response:
         body = await _body(request, server)
-        decoded = mlflow_format.decode_invocations(body, request.headers.get("content-type", JSON))
-        rows = _invocation_rows(model, decoded.data)
+        content_type = request.headers.get("content-type", JSON)
+        numeric = (
+            mlflow_format.numeric_rows(body, content_type, model.columns)
+            if model.columns and model.flavor != "pyfunc"
+            else None
+        )
+        rows: Any
+        inputs: Any
+        if numeric is not None:  # the native model's rows, with no DataFrame between
+            rows, inputs, unwrapped = numeric, numeric, False
+        else:
+            decoded = mlflow_format.decode_invocations(body, content_type)
+            rows = _invocation_rows(model, decoded.data)
+            inputs, unwrapped = decoded.data, decoded.unwrapped
         result = await _predict(model, rows, phases)
-        answer = mlflow_format.encode_predictions(result, unwrapped=decoded.unwrapped)
+        answer = mlflow_format.encode_predictions(result, unwrapped=unwrapped)
         phases.encoded = time.time_ns()
-        server.log_payload(request, model, decoded.data, result, phases)
+        server.log_payload(request, model, inputs, result, phases)
         return Response(answer, media_type=JSON)
 
     return await server.answer(request, name, None, work)

@@ -210,6 +210,38 @@ def decode_invocations(body: bytes, content_type: str) -> InvocationsInput:
     )
 
 
+def numeric_rows(body: bytes, content_type: str, columns: list[str]) -> Array | None:
+    """The rows of a plain JSON ``dataframe_split`` or ``dataframe_records`` body of
+    numbers, as a float64 array in ``columns``' order, without a DataFrame; ``None`` for
+    anything else (other formats, params, text, missing columns), which then takes the
+    general path and its messages."""
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        return None
+    try:
+        data = json.loads(body)
+        if not isinstance(data, dict) or len(data) != 1:
+            return None
+        if (split := data.get("dataframe_split")) is not None:
+            if not isinstance(split, dict) or set(split) - {"columns", "data", "index"}:
+                return None
+            given = split.get("columns")
+            if not isinstance(given, list) or not set(columns) <= set(given):
+                return None
+            values = np.asarray(split["data"], dtype=np.float64)
+            if values.ndim != 2 or values.shape[1] != len(given):
+                return None
+            if given == columns:
+                return values
+            position = {name: i for i, name in enumerate(given)}
+            return values[:, [position[name] for name in columns]]
+        records = data.get("dataframe_records")
+        if isinstance(records, list) and records and all(isinstance(r, dict) for r in records):
+            return np.asarray([[r[name] for name in columns] for r in records], dtype=np.float64)
+    except (ValueError, TypeError, KeyError):
+        return None
+    return None
+
+
 class _PredictionsEncoder(json.JSONEncoder):
     """What ``mlflow.utils.proto_json_utils.NumpyEncoder`` does, without importing MLflow."""
 
