@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -69,6 +70,18 @@ class VariantRoute:
     model: str
     version: str
     replicas: tuple[str, ...]  # base URLs of ready replicas
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A replica's answer, read whole."""
+
+    status_code: int
+    content: bytes
+    headers: dict[str, str]  # the headers passed back, by lowercase name
+
+
+PASSED_BACK = ("content-type", "inference-header-content-length")
 
 
 @dataclass(frozen=True)
@@ -232,10 +245,7 @@ class Router:
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._counter = itertools.count()
         self._changed = asyncio.Event()
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=256),
-        )
+        self._client: aiohttp.ClientSession | None = None  # made on the serving loop
         self.reload()
 
     # -- routes ------------------------------------------------------------------------
@@ -344,15 +354,15 @@ class Router:
             self.events.append((time.time(), variant, status < 500, seconds * 1000))
         if table.shadow and random.randrange(100) < table.shadow_percent:  # noqa: S311
             self._mirror(table, request, path, body, headers, answer)
-        response_headers = {VARIANT_HEADER: variant}
-        for name in ("content-type", "inference-header-content-length"):
-            if name in answer.headers:
-                response_headers[name] = answer.headers[name]
-        return Response(answer.content, status_code=answer.status_code, headers=response_headers)
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            headers={VARIANT_HEADER: variant, **answer.headers},
+        )
 
     async def _send(
         self, variant: str, method: str, path: str, body: bytes, headers: dict[str, str]
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send to a replica; one that refuses the connection (it may have just stopped)
         is passed over for the next, any other failure is the answer."""
         tried: set[str] = set()
@@ -361,19 +371,35 @@ class Router:
             tried.add(replica)
             self._per_replica[replica] = self._per_replica.get(replica, 0) + 1
             try:
-                return await self.client.request(
-                    method, replica + path, content=body, headers=headers
-                )
-            except httpx.ConnectError:
+                return await self.request(method, replica + path, body, headers)
+            except aiohttp.ClientConnectorError:
                 logger.warning("replica %s of %s refused the connection", replica, variant)
                 self._down[replica] = time.monotonic() + DOWN_SECONDS
-            except httpx.HTTPError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ReplicaUnreachableError(
                     f"replica of variant {variant!r} failed: {type(exc).__name__}: {exc}",
                     details={"variant": variant},
                 ) from exc
             finally:
                 self._per_replica[replica] -= 1
+
+    async def request(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        """One HTTP exchange with a replica, over the router's pooled connections."""
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=5.0),
+                connector=aiohttp.TCPConnector(limit=512),
+                auto_decompress=False,
+            )
+        async with self._client.request(method, url, data=body, headers=headers) as answer:
+            content = await answer.read()
+            kept = {name: answer.headers[name] for name in PASSED_BACK if name in answer.headers}
+            return Answer(answer.status, content, kept)
+
+    async def close(self) -> None:
+        await self.drain_shadows()
+        if self._client is not None:
+            await self._client.close()
 
     # -- shadow ------------------------------------------------------------------------
 
@@ -384,7 +410,7 @@ class Router:
         path: str,
         body: bytes,
         headers: dict[str, str],
-        primary: httpx.Response,
+        primary: Answer,
     ) -> None:
         """Send a copy to the shadow in the background; never waits, drops when busy.
         Nothing is sent while the shadow has no ready replica (it is starting)."""
@@ -409,7 +435,7 @@ class Router:
         path: str,
         body: bytes,
         headers: dict[str, str],
-        primary: httpx.Response,
+        primary: Answer,
         trace_id: str | None,
     ) -> None:
         assert table.shadow is not None
@@ -422,9 +448,7 @@ class Router:
                 if route is None or not route.replicas:
                     raise NoReplicaError(f"shadow {shadow!r} has no ready replica")
                 replica = random.choice(route.replicas)  # noqa: S311
-                answer = await self.client.request(
-                    "POST", replica + path, content=body, headers=headers
-                )
+                answer = await self.request("POST", replica + path, body, headers)
             except Exception as exc:  # the shadow's failures are only counted
                 self.shadow.errors += 1
                 logger.info("shadow %s failed: %s", shadow, exc)
@@ -606,8 +630,7 @@ def create_router_app(router: Router) -> Starlette:
             yield
         finally:
             watcher.cancel()
-            await router.drain_shadows()
-            await router.client.aclose()
+            await router.close()
             if router.payloads is not None:
                 router.payloads.close()
 
