@@ -4,6 +4,7 @@ Also ``modelyard router``, the process the controller starts in front of replica
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -538,6 +539,8 @@ def router(
     settings = Settings()
     payloads = PayloadLogger(settings.resolved_artifacts_url, sample=1.0) if log_shadows else None
     app = create_router_app(Router(routes, payloads=payloads))
+    gc.collect()
+    gc.freeze()  # the imported libraries are never garbage: keep full collections short
     uvicorn.run(
         app,
         host=host,

@@ -4,6 +4,7 @@ database), and batch prediction over Parquet."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import signal
@@ -50,6 +51,10 @@ class _DrainingServer(uvicorn.Server):
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         await self.preload()
+        # What is loaded by now (libraries, models) lives as long as the process: out of
+        # the collector's sight, a full collection no longer walks it mid-request.
+        gc.collect()
+        gc.freeze()
         await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
