@@ -59,6 +59,9 @@ def test_upgrade_from_empty_creates_every_model_table(database: Database) -> Non
         "schedules",
         "training_jobs",
         "training_attempts",
+        "deployments",
+        "deployment_revisions",
+        "deployment_replicas",
     } == MODEL_TABLES
     assert _tables(engine) == MODEL_TABLES | {"alembic_version"}
     assert migrate.current_revision(engine) == migrate.head_revision(engine)
