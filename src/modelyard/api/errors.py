@@ -8,11 +8,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelyard.api.deps import app_state, origin_of
 from modelyard.auth.principal import Principal
-from modelyard.errors import InvalidInputError, ModelyardError, PermissionDeniedError
+from modelyard.errors import (
+    ConflictError,
+    InvalidInputError,
+    ModelyardError,
+    PermissionDeniedError,
+)
 from modelyard.store.db import transaction
 from modelyard.store.models import AuditEvent
 from modelyard.store.repositories import ProjectRepository
@@ -36,6 +42,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelyardError, _modelyard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StaleDataError, _lost_race)
+
+
+async def _lost_race(request: Request, exc: Exception) -> JSONResponse:
+    """A row changed by another writer (a controller, say) between read and write."""
+    return error_response(
+        ConflictError(
+            "the resource was changed by someone else at the same moment; read it again and retry",
+            code="resource/version_conflict",
+        )
+    )
 
 
 async def _modelyard_error(request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.orm.exc import StaleDataError
 
 from modelyard.auth.principal import LOCAL_ORIGIN, Principal
 from modelyard.cli.admin import prepare_home
@@ -27,7 +28,7 @@ from modelyard.cli.output import OutputFormat, OutputOption, console, emit_messa
 from modelyard.cli.runs import DEFAULT_PROJECT, project_id_for, remote_client
 from modelyard.client import ModelyardClient
 from modelyard.config import Settings
-from modelyard.errors import InvalidInputError, ServiceUnavailableError
+from modelyard.errors import ConflictError, InvalidInputError, ServiceUnavailableError
 from modelyard.services.context import ServiceContext
 from modelyard.services.deployments import DeploymentService, live_stats
 from modelyard.serving import deployments as deploys
@@ -52,6 +53,7 @@ deploy_app = typer.Typer(
 )
 
 T = TypeVar("T")
+RACE_ATTEMPTS = 3
 LOCAL_PRINCIPAL = Principal(user_id="local", name="local", is_superuser=True, via="local")
 NameArgument = Annotated[str, typer.Argument(help="The deployment's name.")]
 WaitOption = Annotated[
@@ -65,7 +67,28 @@ def _act(
     remote: Callable[[ModelyardClient], T],
     local: Callable[[DeploymentService, ServiceContext], T],
 ) -> T:
-    """Do one thing on the server (MODELYARD_URL) or in this machine's store."""
+    """Do one thing on the server (MODELYARD_URL) or in this machine's store; a change
+    that lost a race with the controller's own write of the deployment is tried again."""
+    for attempt in range(RACE_ATTEMPTS):
+        try:
+            return _act_once(project, remote, local)
+        except StaleDataError:
+            pass
+        except ConflictError as exc:
+            if exc.code != "resource/version_conflict" or attempt == RACE_ATTEMPTS - 1:
+                raise
+        time.sleep(0.2 * (attempt + 1))
+    raise ConflictError(
+        "the deployment kept changing under this command; try again",
+        code="resource/version_conflict",
+    )
+
+
+def _act_once(
+    project: str,
+    remote: Callable[[ModelyardClient], T],
+    local: Callable[[DeploymentService, ServiceContext], T],
+) -> T:
     api = remote_client()
     if api is not None:
         with api:

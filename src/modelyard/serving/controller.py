@@ -466,13 +466,15 @@ class DeploymentController:
             return
         if state.strategy != "canary" or state.paused:
             return
-        if not any(r.variant == state.candidate and r.state == READY for r in replicas):
-            # The step's clock starts when the canary can answer.
-            deployment.rollout = state.model_copy(
-                update={"step_started_at": datetime.now(UTC)}
-            ).model_dump(mode="json")
-            return
-        stats = self._stats(deployment, since=state.step_started_at.timestamp())
+        ready_at = [
+            r.ready_at
+            for r in replicas
+            if r.variant == state.candidate and r.state == READY and r.ready_at is not None
+        ]
+        if not ready_at:
+            return  # the step's clock starts when the canary can answer
+        started = max(state.step_started_at, min(ready_at))
+        stats = self._stats(deployment, since=started.timestamp())
         if stats is None:
             return
         seen = stats.get("variants", {})
@@ -480,7 +482,7 @@ class DeploymentController:
             spec.rollout,
             VariantStats.from_json(seen.get(state.baseline)),
             VariantStats.from_json(seen.get(state.candidate)),
-            (datetime.now(UTC) - state.step_started_at).total_seconds(),
+            (datetime.now(UTC) - started).total_seconds(),
         )
         if verdict.action is Action.ROLL_BACK:
             deploys.roll_back(session, deployment, spec, verdict.reason, None)
