@@ -178,7 +178,6 @@ class DeploymentController:
                 "--port",
                 str(deployment.port),
             ],
-            port=deployment.port,
             log_path=folder / "router.log",
             env=self._env(deployment),
         )
@@ -351,7 +350,6 @@ class DeploymentController:
         ]
         launched = processes.launch(
             args,
-            port=port,
             log_path=folder / f"{variant}-{port}.log",
             env={**self._env(deployment), "MODELYARD_MODEL_NAME": deployment.name},
             memory_limit=spec.resources.memory,

@@ -7,7 +7,6 @@ last ``KEPT_REVISIONS`` are kept so that any of them can be rolled back to.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from modelyard.errors import ConflictError, InvalidInputError
+from modelyard.serving.models import REGISTERED_URI, ModelLoadError, identity
 from modelyard.specs.deployments import (
     DeploymentDetail,
     DeploymentOut,
@@ -44,8 +44,6 @@ PRIMARY = "primary"
 CANARY = "canary"
 SHADOW = "shadow"
 
-_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?$")
-
 
 def pinned_model(uri: str, tracking_uri: str | None) -> str:
     """``uri`` with an alias or "latest" resolved to a version, so a revision always
@@ -54,11 +52,9 @@ def pinned_model(uri: str, tracking_uri: str | None) -> str:
     Raises:
         InvalidInputError: no such model, version or alias, or no such folder.
     """
-    from modelyard.serving.models import ModelLoadError, _identity
-
-    registered = _REGISTERED.match(uri)
+    registered = REGISTERED_URI.match(uri)
     try:
-        name, version = _identity(uri, None, tracking_uri)
+        name, version = identity(uri, None, tracking_uri)
     except ModelLoadError as exc:
         raise InvalidInputError(str(exc), code="deployment/model_not_found") from exc
     if registered is None:
@@ -70,7 +66,7 @@ def pinned_model(uri: str, tracking_uri: str | None) -> str:
 
 def model_version(uri: str) -> str:
     """The version a pinned URI names, as the router and ``show`` print it."""
-    registered = _REGISTERED.match(uri)
+    registered = REGISTERED_URI.match(uri)
     if registered is not None and registered["version"]:
         return registered["version"]
     if uri.startswith("runs:/"):

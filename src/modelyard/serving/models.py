@@ -34,7 +34,7 @@ from modelyard.serving.predictors import Predict, predictor
 
 logger = logging.getLogger(__name__)
 
-_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?$")
+REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?$")
 _PLATFORMS = {"pyfunc": "mlflow_pyfunc", "onnx": "onnxruntime_onnx"}
 
 
@@ -162,7 +162,7 @@ def fetch_model(
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    served_name, version = _identity(uri, name, tracking_uri)
+    served_name, version = identity(uri, name, tracking_uri)
     if tracking_uri is not None:  # models:/ URIs resolve through the process's registry
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
@@ -240,12 +240,13 @@ def model_name(uri: str, tracking_uri: str | None = None) -> str:
     Raises:
         ModelLoadError: no such model.
     """
-    return _identity(uri, None, tracking_uri)[0]
+    return identity(uri, None, tracking_uri)[0]
 
 
-def _identity(uri: str, name: str | None, tracking_uri: str | None) -> tuple[str, str]:
-    """The name a model is served under and its version."""
-    registered = _REGISTERED.match(uri)
+def identity(uri: str, name: str | None, tracking_uri: str | None) -> tuple[str, str]:
+    """The name a model is served under (``name`` if given) and its version; an alias
+    or "latest" is resolved in the registry."""
+    registered = REGISTERED_URI.match(uri)
     if registered is not None:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException

@@ -26,7 +26,6 @@ READY_PROBE_TIMEOUT = 1.0
 @dataclass(frozen=True)
 class Launched:
     pid: int
-    port: int
     log_path: Path
 
 
@@ -52,7 +51,6 @@ def modelyard_command(*args: str) -> list[str]:
 def launch(
     args: list[str],
     *,
-    port: int,
     log_path: Path,
     env: dict[str, str] | None = None,
     memory_limit: int | None = None,
@@ -76,7 +74,7 @@ def launch(
             preexec_fn=limit if memory_limit is not None else None,
         )
     _children[process.pid] = process
-    return Launched(process.pid, port, log_path)
+    return Launched(process.pid, log_path)
 
 
 def running(pid: int | None, port: int) -> bool:
