@@ -589,6 +589,15 @@ class RunEngine:
             env=env,
             memory_limit=node.options.resources.memory,
             timeout=node.options.timeout.total_seconds() if node.options.timeout else None,
+            resources=node.options.resources,
+            secret_env=tuple(sorted(env)),
+            image=node.options.env.image,
+            labels={
+                "project": run.project,
+                "run": run.id,
+                "task": node.id if task_run.map_index == PARENT else f"{node.id}-{task_run.map_index}",
+                "attempt": str(number),
+            },
         )
         return job, _Running(task_run, attempt, node, task_run.map_index, key, inputs)
 

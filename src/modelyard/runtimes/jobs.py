@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from modelyard.specs.resources import Resources
+
 
 @dataclass(frozen=True)
 class Job:
@@ -21,6 +23,14 @@ class Job:
         timeout: Seconds before the call is stopped (the worker is killed and replaced).
         import_path: Files to import before resolving ``target`` (pipeline files that
             are not importable modules).
+        resources: What the call needs (a pod's requests and limits, a Ray task's).
+        secret_env: Which of ``env``'s names hold secrets: a runtime with a secret store
+            of its own (Kubernetes Secrets) references them there instead of copying
+            their values into what it creates.
+        image: The container image for runtimes that start containers (default: the
+            runtime's own).
+        labels: What the call is for (``project``, ``run``, ``task``, ``attempt``), so a
+            runtime can name and label what it starts.
     """
 
     target: str
@@ -30,6 +40,10 @@ class Job:
     memory_limit: int | None = None
     timeout: float | None = None
     import_path: tuple[str, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    secret_env: tuple[str, ...] = ()
+    image: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class OutcomeKind(StrEnum):
