@@ -131,8 +131,7 @@ def resource_requirements(resources: Resources, default: Resources | None = None
 def to_yaml(objects: Iterable[Manifest]) -> str:
     """Objects as one multi-document YAML stream, keys in the order they were built."""
     return "".join(
-        "---\n" + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
-        for obj in objects
+        "---\n" + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False) for obj in objects
     )
 
 

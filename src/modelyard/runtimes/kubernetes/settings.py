@@ -38,7 +38,7 @@ class ArtifactStorage(Spec):
 
     url: str = "s3://modelyard/artifacts"
     s3_endpoint: str | None = None
-    credentials_secret: str | None = "modelyard-s3"
+    credentials_secret: str | None = "modelyard-s3"  # noqa: S105 (a Secret's name)
     pvc: str | None = None
     mount_path: str = "/var/lib/modelyard"
 
@@ -111,7 +111,7 @@ class ClusterSettings(Spec):
     image_pull_secrets: tuple[str, ...] = ()
     namespace_prefix: str = Field(default="modelyard-", pattern=r"^[a-z0-9-]{0,30}$")
     service_account: str = "modelyard-workload"
-    project_secret: str = "modelyard-project-secrets"
+    project_secret: str = "modelyard-project-secrets"  # noqa: S105 (a Secret's name)
     tracking_uri: str | None = None
     artifacts: ArtifactStorage = ArtifactStorage()
     gpu: GpuPlacement = GpuPlacement()
