@@ -18,7 +18,6 @@ like a crash loop; as a canary it is rolled back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -281,7 +280,7 @@ class DeploymentController:
                 session.delete(replica)
                 live.remove(replica)
         for variant in spec.variants:
-            key = self._config_key(spec, variant.model)
+            key = spec.config_key(variant.model)
             mine = [r for r in live if r.variant == variant.name]
             current = [r for r in mine if r.config_key == key]
             stale = [r for r in mine if r.config_key != key]
@@ -334,20 +333,7 @@ class DeploymentController:
     ) -> Replica:
         port = processes.free_port()
         folder = self.folder(deployment)
-        args = [
-            "serve",
-            model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--max-batch-size",
-            str(spec.batching.max_batch_size),
-            "--max-latency-ms",
-            str(spec.batching.max_latency_ms),
-            "--log-payloads",
-            str(spec.log_payloads),
-        ]
+        args = spec.server_args(model, "127.0.0.1", port)
         launched = processes.launch(
             args,
             log_path=folder / f"{variant}-{port}.log",
@@ -398,7 +384,7 @@ class DeploymentController:
     ) -> None:
         variants: dict[str, Any] = {}
         for variant in spec.variants:
-            key = self._config_key(spec, variant.model)
+            key = spec.config_key(variant.model)
             ready = [r for r in replicas if r.variant == variant.name and r.state == READY]
             chosen = [r for r in ready if r.config_key == key] or ready
             variants[variant.name] = {
@@ -529,14 +515,6 @@ class DeploymentController:
         session.delete(deployment)
         self._memory.pop(deployment.id, None)
         logger.info("deployment %s deleted", deployment.name)
-
-    def _config_key(self, spec: DeploymentSpec, model: str) -> str:
-        """What a replica's process depends on: a change means new replicas."""
-        data = json.dumps(
-            [model, spec.batching.model_dump(), spec.resources.model_dump(), spec.log_payloads],
-            sort_keys=True,
-        )
-        return hashlib.sha256(data.encode()).hexdigest()[:16]
 
     def _env(self, deployment: Deployment) -> dict[str, str]:
         return {

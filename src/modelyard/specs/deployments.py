@@ -3,6 +3,8 @@ between them, how many replicas run, and how a new version is rolled out."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -201,6 +203,32 @@ class DeploymentSpec(Spec):
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
+
+    def server_args(self, model: str, host: str, port: int) -> list[str]:
+        """The ``modelyard serve`` arguments of a replica serving ``model``, here or in
+        a pod."""
+        return [
+            "serve",
+            model,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--max-batch-size",
+            str(self.batching.max_batch_size),
+            "--max-latency-ms",
+            str(self.batching.max_latency_ms),
+            "--log-payloads",
+            str(self.log_payloads),
+        ]
+
+    def config_key(self, model: str) -> str:
+        """What a replica's process depends on: a change means new replicas."""
+        data = json.dumps(
+            [model, self.batching.model_dump(), self.resources.model_dump(), self.log_payloads],
+            sort_keys=True,
+        )
+        return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 class RolloutState(Spec):

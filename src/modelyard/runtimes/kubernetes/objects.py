@@ -68,9 +68,10 @@ def metadata(
     object_labels: Mapping[str, str],
     annotations: Mapping[str, str] | None = None,
 ) -> Manifest:
-    result: Manifest = {"name": object_name, "labels": dict(object_labels)}
+    result: Manifest = {"name": object_name}
     if namespace is not None:
         result["namespace"] = namespace
+    result["labels"] = dict(object_labels)
     if annotations:
         result["annotations"] = dict(annotations)
     return result

@@ -97,6 +97,10 @@ class ClusterSettings(Spec):
         queue: The Kueue LocalQueue or Volcano queue of gang-scheduled jobs.
         training_operator: TrainJob (Kubeflow Trainer v2) or PyTorchJob (v1).
         training_runtime: The ClusterTrainingRuntime a TrainJob refers to.
+        checkpoint_pvc: A ReadWriteMany PersistentVolumeClaim for training checkpoints,
+            mounted at ``/checkpoints`` in every worker, so a restarted gang resumes on
+            any node; None: the artifact store's volume when it is one, else none (a
+            restarted job starts over).
         ray_cluster: An existing RayCluster to submit Ray jobs to (its name); None
             starts an ephemeral cluster per job.
         ray_ttl_seconds: How long an ephemeral Ray cluster stays after its job ends.
@@ -120,6 +124,7 @@ class ClusterSettings(Spec):
     queue: str = "modelyard"
     training_operator: Literal["trainjob", "pytorchjob"] = "trainjob"
     training_runtime: str = "torch-distributed"
+    checkpoint_pvc: str | None = None
     ray_cluster: str | None = None
     ray_ttl_seconds: int = Field(default=300, ge=0)
     ray_version: str = "2.40.0"
