@@ -36,8 +36,9 @@ from tests.postgres import (
     postgres_admin,
     wipe,
 )
+from tests.ray_cluster import ray_runtime
 
-__all__ = ["postgres_admin"]  # a fixture, shared with every test folder
+__all__ = ["postgres_admin", "ray_runtime"]  # fixtures, shared with every test folder
 
 
 @pytest.fixture(autouse=True)

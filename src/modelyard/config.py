@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     workers: int | None = Field(
         default=None, ge=1, description="Warm worker processes (default: one per core)."
     )
+    ray_address: str | None = Field(
+        default=None,
+        description="Where runs with runtime 'ray' run their tasks: 'auto' or host:port "
+        "(a cluster this machine is part of), 'ray://host:10001' (Ray Client); "
+        "unset: a local Ray started on first use.",
+    )
+    kubernetes_values: Path | None = Field(
+        default=None,
+        description="The platform's values file; its 'workloads' section places the pods "
+        "of runs with runtime 'kubernetes' (namespaces, image, storage, priorities).",
+    )
     max_active_runs: int = Field(
         default=4, ge=1, description="Runs the executor in 'modelyard up' drives at once."
     )

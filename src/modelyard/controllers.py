@@ -1,8 +1,8 @@
 """The controllers that run inside ``modelyard up`` beside the API: the scheduler, which
-creates the runs schedules owe, the run executor, which drives queued runs on this
-machine's warm worker pool, the job executor, which runs queued training jobs, and the
-deployment controller, which runs deployments' routers and replicas. All keep their
-state in the store and are safe to stop and start at any moment.
+creates the runs schedules owe, the run executor, which drives queued runs on the runtime
+each names (this machine's warm worker pool, or Ray), the job executor, which runs queued
+training jobs, and the deployment controller, which runs deployments' routers and
+replicas. All keep their state in the store and are safe to stop and start at any moment.
 """
 
 from __future__ import annotations

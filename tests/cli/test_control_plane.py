@@ -117,6 +117,22 @@ def test_run_against_a_server_is_driven_by_its_executor(
     assert queued["state"] == "queued"
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_runtime")  # the session's Ray, which the executor reuses
+def test_a_run_queued_for_ray_is_driven_on_ray_by_the_executor(
+    served: Platform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"{tmp_path / 'flow.py'}:flow"
+    args = ["run", target, "-p", "analytics", "-P", "n=4", "--runtime", "ray", "-o", "json"]
+    assert main(args) == 0
+    done = _last_json(capsys)
+    assert done["state"] == "succeeded"
+    (run,) = _runs(served)
+    assert run.runtime == "ray"
+    assert main(["runs", "logs", str(done["run_id"]), "-p", "analytics", "--task", "items"]) == 0
+    assert "making 4 items" in capsys.readouterr().out
+
+
 def test_an_applied_schedule_fires_every_missed_interval_once(
     served: Platform, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

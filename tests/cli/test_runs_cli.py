@@ -81,6 +81,45 @@ def test_run_list_logs_and_a_cached_rerun(
     assert "cached" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_runtime")  # the session's Ray, which the run reuses
+def test_run_on_ray_records_its_runtime_and_its_logs(
+    flow_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import select
+
+    from modelyard.cli.runs import store_sessions
+    from modelyard.config import Settings
+    from modelyard.store.models import PipelineRun, TaskRun
+
+    args = ["run", f"{flow_file}:flow", "-P", "n=5", "--runtime", "ray", "-o", "json"]
+    assert main(args) == 0
+    done = _json(capsys)
+    assert isinstance(done, dict)
+    assert done["state"] == "succeeded"
+    with store_sessions(Settings()) as sessions, sessions() as session:
+        run = session.get(PipelineRun, done["run_id"])
+        assert run is not None
+        assert run.runtime == "ray"
+        total = session.scalar(
+            select(TaskRun).where(TaskRun.run_id == run.id, TaskRun.node_id == "total")
+        )
+    assert total is not None
+    assert total.output is not None
+    assert main(["runs", "logs", done["run_id"], "--task", "items"]) == 0
+    assert "making 5 items" in capsys.readouterr().out  # written by the Ray worker
+
+
+def test_an_unknown_runtime_names_the_runtimes_there_are(
+    flow_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", f"{flow_file}:flow", "--runtime", "mars"]) == ExitCode.USAGE
+    error = capsys.readouterr().err
+    assert "unknown runtime 'mars'" in error
+    assert "local" in error
+    assert "ray" in error
+
+
 def _json_all(capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
     value = json.loads(capsys.readouterr().out)
     assert isinstance(value, list)
@@ -106,7 +145,7 @@ def test_a_failed_run_exits_1_and_retry_reruns_it(
         (["-P", "colour=red"], "colour"),
         (["-P", "novalue"], "is not key=value"),
         (["-p", "n=3"], "parameters are given with -P key=value"),
-        (["--runtime", "mars"], "unknown runtime 'mars'; available: local"),
+        (["--runtime", "mars"], "unknown runtime 'mars'; available: "),
     ],
 )
 def test_bad_parameters_are_usage_errors(

@@ -1,4 +1,5 @@
-"""The taxi pipeline end to end on the local runtime: quarantine, aggregates, caching."""
+"""The taxi pipeline end to end on the local runtime (quarantine, aggregates, caching),
+and on Ray with the same artifacts."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import pytest
 from examples.taxi.generate import expected_bad_rows
 from modelyard.pipelines.loader import load_pipeline
 from modelyard.specs.runs import RunState, TaskState
+from modelyard.store.db import transaction
+from modelyard.store.models import Project
 from tests.artifacts.conftest import s3_endpoint as s3_endpoint
 from tests.pipelines.conftest import Runner
 from tests.pipelines.conftest import runner as runner
+from tests.pipelines.conftest import runtime as runtime
 from tests.pipelines.conftest import worker_pool as worker_pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -44,6 +48,34 @@ def test_the_taxi_pipeline_quarantines_aggregates_and_caches(runner: Runner) -> 
     again = runner.engine.create_run(runner.project_id, spec, params)
     assert runner.engine.execute(again) is RunState.SUCCEEDED
     assert set(runner.states(again).values()) == {TaskState.CACHED}
+
+
+@pytest.mark.usefixtures("ray_runtime")
+def test_the_taxi_pipeline_on_ray_stores_the_same_artifacts_as_on_the_local_runtime(
+    runner: Runner,
+) -> None:
+    definition = load_pipeline(f"{PIPELINE}:taxi")
+    spec = definition.spec(f"{PIPELINE}:taxi")
+    params = definition.validate_params({"rows": 5_000})
+    with transaction(runner.sessions) as session:  # its own project: no cache shared
+        on_ray = Project(name="taxi-on-ray")
+        session.add(on_ray)
+        session.flush()
+        ray_project = on_ray.id
+
+    digests = {}
+    for project_id, where in ((runner.project_id, "local"), (ray_project, "ray")):
+        run_id = runner.engine.create_run(project_id, spec, params, runtime=where)
+        assert runner.engine.execute(run_id) is RunState.SUCCEEDED
+        tasks = runner.tasks(run_id)
+        assert {task.state for task in tasks.values()} == {TaskState.SUCCEEDED}  # none cached
+        digests[where] = {
+            name: task.output["ref"]["digest"]
+            for name, task in tasks.items()
+            if task.output is not None
+        }
+    assert set(digests["local"]) == {node.id for node in spec.nodes}
+    assert digests["ray"] == digests["local"]
 
 
 def test_a_scheduled_taxi_run_covers_its_logical_day(runner: Runner) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -117,6 +118,18 @@ def pooled(trace_dir: str, label: str) -> str:
     time.sleep(0.3)
     trace(trace_dir, f"pooled-end-{label}")
     return label
+
+
+@task
+def where() -> str:
+    """Which runtime's worker runs this: a Ray worker has Ray initialised."""
+    ray = sys.modules.get("ray")
+    return "ray" if ray is not None and ray.is_initialized() else "local"
+
+
+@pipeline
+def where_flow() -> None:
+    where()
 
 
 @pipeline

@@ -9,17 +9,19 @@ import time
 import pytest
 from sqlalchemy import select
 
+from modelyard.errors import InvalidInputError
 from modelyard.pipelines.engine import RunEngine
 from modelyard.pipelines.errors import PipelineDefinitionError
 from modelyard.specs.runs import RunState, TaskState
 from modelyard.store.db import transaction
 from modelyard.store.models import ArtifactLink, Pool, TaskAttempt
 from tests.pipelines import flows
-from tests.pipelines.conftest import Runner
+from tests.pipelines.conftest import Runner, on_every_runtime
 
 pytestmark = pytest.mark.integration
 
 
+@on_every_runtime
 def test_a_run_maps_joins_branches_and_stores_every_output(runner: Runner) -> None:
     run_id, state = runner.run(flows.squares, trace_dir=str(runner.trace_dir), n=4)
     assert state is RunState.SUCCEEDED
@@ -50,6 +52,28 @@ def test_a_false_condition_skips_its_tasks(runner: Runner) -> None:
     assert runner.executions("shout") == 0
 
 
+@on_every_runtime
+def test_tasks_run_on_their_runs_runtime(runner: Runner) -> None:
+    run_id, state = runner.run(flows.where_flow)
+    assert state is RunState.SUCCEEDED
+    assert runner.run_row(run_id).runtime == runner.runtime
+    assert runner.value(run_id, "where") == runner.runtime
+
+
+def test_a_run_on_a_runtime_the_engine_cannot_open_fails_clearly(runner: Runner) -> None:
+    engine = RunEngine(runner.sessions, runner.engine.pool, runner.store, runner.engine.settings)
+    spec = flows.where_flow.spec("tests/pipelines/flows.py:where_flow")
+    run_id = engine.create_run(runner.project_id, spec, {}, runtime="ray")
+    assert engine.execute(run_id) is RunState.FAILED
+    error = runner.tasks(run_id)["where"].error
+    assert error is not None
+    assert error["message"] == "this engine runs tasks on the local runtime only, not on 'ray'"
+    with pytest.raises(InvalidInputError) as raised:
+        engine.create_run(runner.project_id, spec, {}, runtime="mars")
+    assert raised.value.code == "runtime/unknown"
+
+
+@on_every_runtime
 def test_a_second_run_is_fully_cached_and_executes_nothing(runner: Runner) -> None:
     trace = str(runner.trace_dir)
     first, _ = runner.run(flows.squares, trace_dir=trace, n=4)
@@ -75,6 +99,7 @@ def test_a_changed_input_misses_the_cache_only_where_it_flows(runner: Runner) ->
     assert runner.value(run_id, "add_up") == 30
 
 
+@on_every_runtime
 def test_tables_travel_between_tasks_as_artifacts(runner: Runner) -> None:
     run_id, state = runner.run(flows.tables, rows=50_000)
     assert state is RunState.SUCCEEDED
@@ -90,6 +115,7 @@ def test_tables_travel_between_tasks_as_artifacts(runner: Runner) -> None:
     }
 
 
+@on_every_runtime
 def test_retries_with_backoff_until_success(runner: Runner) -> None:
     run_id, state = runner.run(flows.flaky_flow, trace_dir=str(runner.trace_dir), failures=2)
     assert state is RunState.SUCCEEDED
@@ -114,6 +140,7 @@ def test_retries_run_out(runner: Runner) -> None:
     assert runner.run_row(run_id).error == {"failed_tasks": ["flaky"]}
 
 
+@on_every_runtime
 def test_an_exception_not_listed_for_retry_fails_at_once(runner: Runner) -> None:
     run_id, state = runner.run(flows.picky_flow, trace_dir=str(runner.trace_dir))
     assert state is RunState.FAILED
@@ -132,6 +159,7 @@ def test_a_crashed_worker_is_retried_on_its_exit_code(runner: Runner) -> None:
     assert [(a.state, a.exit_code) for a in attempts] == [("crashed", 9), ("succeeded", None)]
 
 
+@on_every_runtime
 def test_a_timeout_fails_the_task_and_its_downstream(runner: Runner) -> None:
     started = time.monotonic()
     run_id, state = runner.run(flows.hanging_flow, seconds=30.0)
@@ -152,6 +180,7 @@ def test_an_unstorable_output_is_a_clear_failure(runner: Runner) -> None:
     assert "returned a builtins.object, which cannot be stored" in error["message"]
 
 
+@on_every_runtime
 def test_cancelling_stops_a_running_task(runner: Runner) -> None:
     run_id = runner.start(flows.sleepy_flow, trace_dir=str(runner.trace_dir), seconds=30.0)
     result: dict[str, RunState] = {}

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 class FailingRuntime:
     """A runtime that breaks on its n-th submission, as an engine bug or crash would."""
 
-    name = "failing"
+    name = "local"  # it stands in for the local pool it wraps
     supports_gpus = False
     supports_gang_scheduling = False
 

@@ -29,7 +29,7 @@ from modelyard.specs.runs import AttemptState, RunState, TaskState
 from modelyard.store.db import transaction
 from modelyard.store.models import Pool, TaskAttempt, TaskRun
 from tests.pipelines import flows
-from tests.pipelines.conftest import Runner
+from tests.pipelines.conftest import Runner, on_every_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -129,6 +129,24 @@ def test_a_pool_limits_tasks_across_engines(runner: Runner) -> None:
     spans.sort()
     assert len(spans) >= 3
     assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))
+
+
+@on_every_runtime
+def test_the_executor_runs_a_queued_runs_tasks_on_the_runtime_it_names(runner: Runner) -> None:
+    spec = flows.where_flow.spec("tests/pipelines/flows.py:where_flow")
+    with transaction(runner.sessions) as session:  # as the API creates it
+        run_id = create_run(session, runner.project_id, spec, {}, NewRun(runtime=runner.runtime)).id
+    executor = RunExecutor(runner.engine, capacity=1, poll_seconds=0.05)
+    executor.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not RunState(runner.run_row(run_id).state).finished:
+            assert time.monotonic() < deadline, "the executor did not drive the run"
+            time.sleep(0.05)
+    finally:
+        executor.stop()
+    assert runner.run_row(run_id).state == RunState.SUCCEEDED
+    assert runner.value(run_id, "where") == runner.runtime
 
 
 def test_the_executor_drives_queued_runs_and_hands_them_back_when_stopped(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -96,6 +97,40 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     settings = Settings()
     prepare_home(settings)
     _serve(settings, host, port, controllers=True)
+
+
+def controllers(
+    metrics_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of /metrics (0: do not serve).")
+    ] = 9420,
+) -> None:
+    """Run the controllers alone, without the API: the scheduler, the run and job
+    executors and the deployment controller (a Kubernetes Deployment of one replica;
+    schema migrations are someone else's job). Stops cleanly on SIGTERM."""
+    from prometheus_client import start_http_server
+
+    from modelyard.controllers import ControlPlane
+    from modelyard.monitoring.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, json_output=settings.log_json)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    with opened_engine(settings.resolved_database_url) as engine:
+        control = ControlPlane(settings, session_factory(engine))
+        control.start()
+        metrics_server = None
+        try:
+            if metrics_port and control.executor is not None:
+                metrics_server, _ = start_http_server(
+                    metrics_port, registry=control.executor.engine.metrics.registry
+                )
+            stopping.wait()
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            control.stop()
 
 
 def server(host: HostOption = None, port: PortOption = None) -> None:

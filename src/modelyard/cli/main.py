@@ -18,10 +18,12 @@ from modelyard.cli import (
     identity,
     models,
     projects,
+    render,
     runs,
     schedules,
     secrets,
     serve,
+    task,
     tracking,
     training,
     tuning,
@@ -41,6 +43,7 @@ def build_app() -> typer.Typer:
     app.command()(admin.up)
     app.command()(demo.demo)
     app.command()(admin.server)
+    app.command()(admin.controllers)
     app.command()(identity.login)
     app.command()(identity.logout)
     app.command()(identity.whoami)
@@ -62,6 +65,8 @@ def build_app() -> typer.Typer:
     app.add_typer(models.models_app, name="models")
     app.add_typer(deploy.deploy_app, name="deploy")
     app.command(hidden=True)(deploy.router)
+    app.add_typer(task.task_app, name="task", hidden=True)
+    app.add_typer(render.render_app, name="render")
     app.add_typer(tracking.mlflow_app, name="mlflow")
     app.add_typer(artifacts.artifacts_app, name="artifacts")
 

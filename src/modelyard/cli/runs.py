@@ -143,7 +143,7 @@ def run(
             state = _follow(fetch, output)
     else:
         state, run_id = _run_here(
-            spec, params, project, when, max_parallelism, workers, watch, output
+            spec, params, project, when, max_parallelism, workers, runtime, watch, output
         )
     emit_message(
         f"run {run_id} {state} in {time.monotonic() - started:.2f} s",
@@ -212,6 +212,7 @@ def _run_here(
     logical_date: datetime | None,
     max_parallelism: int | None,
     workers: int | None,
+    runtime: str,
     watch: bool,
     output: OutputFormat,
 ) -> tuple[RunState, str]:
@@ -224,6 +225,7 @@ def _run_here(
             logical_date=logical_date,
             created_by="local",
             max_parallelism=max_parallelism,
+            runtime=runtime,
         )
         if not (watch and output is OutputFormat.table):
             return engine.execute(run_id), run_id

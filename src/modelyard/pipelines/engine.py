@@ -9,9 +9,9 @@ The engine holds the run's lease while it drives it, so it is the only writer of
 run's task runs: it keeps their states in memory (written through to the store) and
 each step reads only the few rows in play, whatever the size of the run.
 
-Tasks run on a runtime's worker (here the local warm worker pool) through one entrypoint,
-``modelyard.pipelines.execute:run_attempt``; values travel between tasks as artifact
-references, so the engine never holds a task's data.
+Tasks run on their run's runtime (the local warm worker pool, or Ray) through one
+entrypoint, ``modelyard.pipelines.execute:run_attempt``; values travel between tasks as
+artifact references, so the engine never holds a task's data.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.artifacts import ArtifactStore
+from modelyard.errors import InvalidInputError
 from modelyard.monitoring.metrics import PipelineMetrics
 from modelyard.pipelines import pools
 from modelyard.pipelines.cache import TaskCache
@@ -57,7 +58,7 @@ from modelyard.pipelines.runs import (
     task_run_for,
 )
 from modelyard.pipelines.values import digests_in
-from modelyard.runtimes import Runtime
+from modelyard.runtimes import Runtime, check_runtime
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
 from modelyard.specs.pipelines import NodeSpec, PipelineSpec
 from modelyard.specs.runs import AttemptState, RunState, TaskState
@@ -108,8 +109,10 @@ class _Run:
     logical_date: datetime | None
     max_parallel: int | None
     progress: RunProgress  # its task states, written through to the store
+    runtime_name: str  # where its tasks run
     nodes: dict[str, NodeSpec] = field(init=False)
     position: dict[str, int] = field(init=False)  # in topological order
+    runtime: Runtime | None = None  # opened when the run starts
     running: dict[Future[Outcome], _Running] = field(default_factory=dict)
     ended: list[tuple[_Running, Outcome]] = field(default_factory=list)  # not yet recorded
 
@@ -142,17 +145,23 @@ class _Stopped(Exception):
 
 
 class RunEngine:
-    """Executes pipeline runs on a worker pool; one engine may drive several runs at once
-    (one thread each).
+    """Executes pipeline runs, each on its runtime; one engine may drive several runs at
+    once (one thread each).
+
+    A run's tasks run on the runtime the run was created with: ``pool`` when the names
+    match, else one ``open_runtime`` opens on first use, kept for the runs that follow
+    and closed by :meth:`close`.
 
     Args:
         sessions: The metadata store.
-        pool: The runtime attempts run on (the local worker pool, later Kubernetes or Ray).
+        pool: The default runtime (the local worker pool), owned by the caller.
         store: The artifact store (the same one the workers use).
         settings: Engine settings.
         secrets: Looks up a project's secret values by name, for injection.
         metrics: Where task counts, durations and queue depths are recorded.
         tracer_provider: Where run and attempt spans go (default: the global provider).
+        open_runtime: Opens a runtime by name (``"ray"``); None: runs on other runtimes
+            than ``pool`` fail.
     """
 
     def __init__(
@@ -164,6 +173,7 @@ class RunEngine:
         secrets: Callable[[str, tuple[str, ...]], dict[str, str]] | None = None,
         metrics: PipelineMetrics | None = None,
         tracer_provider: trace.TracerProvider | None = None,
+        open_runtime: Callable[[str], Runtime] | None = None,
     ) -> None:
         self.metrics = metrics or PipelineMetrics()
         self.tracer = trace.get_tracer("modelyard.pipelines", tracer_provider=tracer_provider)
@@ -177,6 +187,39 @@ class RunEngine:
         self.owner = new_owner()
         self._queue_labels: set[str] = set()
         self._queue_reported = 0.0
+        self._open_runtime = open_runtime
+        self._runtimes: dict[str, Runtime] = {}
+        self._runtimes_lock = threading.Lock()
+
+    # -- runtimes -----------------------------------------------------------------------
+
+    def runtime(self, name: str) -> Runtime:
+        """The runtime called ``name``, opened on first use.
+
+        Raises:
+            InvalidInputError: an unknown runtime, or one that cannot be opened here.
+        """
+        if name == self.pool.name:
+            return self.pool
+        with self._runtimes_lock:
+            opened = self._runtimes.get(name)
+            if opened is None:
+                if self._open_runtime is None:
+                    raise InvalidInputError(
+                        f"this engine runs tasks on the {self.pool.name} runtime only, "
+                        f"not on {name!r}",
+                        code="runtime/unavailable",
+                        details={"runtime": name},
+                    )
+                opened = self._runtimes[name] = self._open_runtime(name)
+            return opened
+
+    def close(self) -> None:
+        """Close the runtimes this engine opened (``pool`` is its owner's to close)."""
+        with self._runtimes_lock:
+            opened, self._runtimes = list(self._runtimes.values()), {}
+        for runtime in opened:
+            runtime.close()
 
     # -- creating, retrying, cancelling ---------------------------------------------
 
@@ -190,12 +233,14 @@ class RunEngine:
         trigger: str = "manual",
         created_by: str | None = None,
         max_parallelism: int | None = None,
+        runtime: str | None = None,
     ) -> str:
         """Persist a queued run, held by this engine so no other picks it up first;
-        returns the run id.
+        returns the run id. Its tasks run on ``runtime`` (default: the engine's pool).
 
         Raises:
             PipelineDefinitionError: a cycle, or a node names a pool that does not exist.
+            InvalidInputError: no runtime of that name is registered.
         """
         new = NewRun(
             logical_date=logical_date,
@@ -204,6 +249,7 @@ class RunEngine:
             max_parallelism=max_parallelism,
             owner=self.owner,
             lease=self.settings.lease,
+            runtime=self.pool.name if runtime is None else check_runtime(runtime),
         )
         with transaction(self.sessions) as session:
             return create_run(session, project_id, spec, params, new).id
@@ -254,6 +300,11 @@ class RunEngine:
         self, run_id: str, on_change: Callable[[str], None] | None, stop: threading.Event
     ) -> RunState:
         run = self._start(run_id)
+        try:
+            run.runtime = self.runtime(run.runtime_name)
+        except Exception as exc:  # not installed, unreachable: nothing of the run can run
+            logger.error("run %s: the %s runtime cannot be used: %s", run_id, run.runtime_name, exc)
+            return self._unrunnable(run, exc)
         lost = False
         try:
             return self._loop(run, on_change or (lambda _run_id: None), stop)
@@ -381,7 +432,16 @@ class RunEngine:
                 logical_date=run.logical_date,
                 max_parallel=run.max_parallelism,
                 progress=RunProgress(spec, task_runs),
+                runtime_name=run.runtime,
             )
+
+    def _unrunnable(self, run: _Run, exc: Exception) -> RunState:
+        """Fail the unfinished tasks of a run whose runtime cannot be opened, and the run."""
+        with transaction(self.sessions) as session:
+            for task_run in session.scalars(select(TaskRun).where(TaskRun.run_id == run.id)):
+                if not TaskState(task_run.state).finished:
+                    self._fail(run, task_run, exc)
+        return self._finish(run)
 
     def _cancel_requested(self, run_id: str) -> bool:
         with self.sessions() as session:
@@ -540,7 +600,8 @@ class RunEngine:
             )
             if pool is not None:
                 in_use[pool] = in_use.get(pool, 0) + slots
-            run.running[self.pool.submit(job, cancel=item.cancel)] = item
+            assert run.runtime is not None  # opened before the first step
+            run.running[run.runtime.submit(job, cancel=item.cancel)] = item
 
     def _start_attempt(
         self,
@@ -595,7 +656,9 @@ class RunEngine:
             labels={
                 "project": run.project,
                 "run": run.id,
-                "task": node.id if task_run.map_index == PARENT else f"{node.id}-{task_run.map_index}",
+                "task": node.id
+                if task_run.map_index == PARENT
+                else f"{node.id}-{task_run.map_index}",
                 "attempt": str(number),
             },
         )

@@ -22,7 +22,8 @@ class RunExecutor(Poller):
     """Claims and drives runs on ``engine``.
 
     Args:
-        engine: The engine (and its worker pool) runs are driven on.
+        engine: The engine runs are driven on (its worker pool, and the other runtimes
+            runs name, which it opens on first use).
         capacity: How many runs are driven at once.
         poll_seconds: How often the store is asked for runs to pick up.
     """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -12,15 +11,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.artifacts import from_settings
 from modelyard.auth.secret_box import load_box
 from modelyard.config import Settings
-from modelyard.pipelines.engine import ENTRYPOINT, EngineSettings, RunEngine
-from modelyard.runtimes.local.pool import DEFAULT_PRELOAD, WorkerPool
+from modelyard.pipelines.engine import EngineSettings, RunEngine
+from modelyard.runtimes import open_runtime
+from modelyard.runtimes.local.pool import PIPELINE_PRELOAD
 from modelyard.store.models import Secret
 from modelyard.training.tracking import TrackingConfig, mlflow_available
 
 SecretLookup = Callable[[str, tuple[str, ...]], dict[str, str]]
-# Workers import what every attempt needs (pyarrow, pandas, the artifact store) before
-# their first job, so the first task pays no import.
-WORKER_PRELOAD = (*DEFAULT_PRELOAD, ENTRYPOINT.partition(":")[0])
+WORKER_PRELOAD = PIPELINE_PRELOAD  # what warm workers import before their first task
 
 
 def secret_lookup(settings: Settings, sessions: sessionmaker[Session]) -> SecretLookup:
@@ -43,15 +41,28 @@ def secret_lookup(settings: Settings, sessions: sessionmaker[Session]) -> Secret
 def local_engine(
     settings: Settings, sessions: sessionmaker[Session], workers: int | None = None
 ) -> Iterator[RunEngine]:
-    """A run engine with its own worker pool, closed on exit."""
-    size = workers or max(1, os.cpu_count() or 1)
+    """A run engine with its own worker pool (``workers`` processes, else
+    ``settings.workers``, else one per core) and the other runtimes runs ask for (Ray),
+    opened on first use; all closed on exit."""
     store = from_settings(settings)
     engine_settings = EngineSettings(
         artifacts_url=settings.resolved_artifacts_url,
         logs_dir=settings.home / "logs",
         tracking=TrackingConfig.from_settings(settings) if mlflow_available() else None,
     )
-    with WorkerPool(size, preload=WORKER_PRELOAD) as pool:
-        yield RunEngine(
-            sessions, pool, store, engine_settings, secrets=secret_lookup(settings, sessions)
+    pool = open_runtime("local", settings, workers)
+    try:
+        engine = RunEngine(
+            sessions,
+            pool,
+            store,
+            engine_settings,
+            secrets=secret_lookup(settings, sessions),
+            open_runtime=lambda name: open_runtime(name, settings, workers),
         )
+        try:
+            yield engine
+        finally:
+            engine.close()
+    finally:
+        pool.close()

@@ -18,6 +18,11 @@ ATTEMPT_STATE = {
     OutcomeKind.CANCELLED: AttemptState.CANCELLED,
 }
 
+# Crashes another attempt cannot mend, reported with one of these error types and no exit
+# code: the Kubernetes runtime's image that cannot be pulled and container that cannot be
+# configured (a missing Secret or key). No retry policy retries them.
+UNRETRYABLE_CRASHES = frozenset({"kubernetes.ImagePull", "kubernetes.ConfigError"})
+
 
 def error_record(outcome: Outcome) -> dict[str, Any]:
     return {
@@ -41,6 +46,8 @@ def retryable(policy: RetryPolicy, outcome: Outcome) -> bool:
         short = raised.rpartition(".")[2]
         return any(name in (raised, short) for name in policy.on_exceptions)
     if outcome.kind is OutcomeKind.CRASHED:
+        if outcome.error_type in UNRETRYABLE_CRASHES:
+            return False
         return not policy.on_exit_codes or outcome.exit_code in policy.on_exit_codes
     if outcome.kind is OutcomeKind.TIMED_OUT:
         return not policy.on_exceptions or "TimeoutError" in policy.on_exceptions

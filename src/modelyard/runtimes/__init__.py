@@ -6,12 +6,16 @@ gets ``Outcome``s back; optional abilities are flags, never type checks.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from concurrent.futures import Future
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from modelyard.errors import InvalidInputError
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
+
+if TYPE_CHECKING:
+    from modelyard.config import Settings
 
 
 class Runtime(Protocol):
@@ -30,9 +34,23 @@ class Runtime(Protocol):
         ...
 
 
+class RuntimeFactory(Protocol):
+    """How a registered runtime class is built: from the platform's settings."""
+
+    def from_settings(self, settings: Settings, workers: int | None = None) -> Runtime:
+        """A started runtime; ``workers`` is how many jobs the local pool runs at once."""
+        ...
+
+
 # Backends by name, as "module:class", imported only when used so that optional
-# dependencies stay optional. Kubernetes and Ray join this registry with their backends.
-RUNTIMES: dict[str, str] = {"local": "modelyard.runtimes.local.pool:WorkerPool"}
+# dependencies stay optional.
+RUNTIMES: dict[str, str] = {
+    "local": "modelyard.runtimes.local.pool:WorkerPool",
+    "ray": "modelyard.runtimes.ray.tasks:RayRuntime",
+    "kubernetes": "modelyard.runtimes.kubernetes.runtime:KubernetesRuntime",
+}
+# What to install for a runtime whose module needs more than modelyard itself.
+_EXTRAS = {"ray": "ray", "kubernetes": "k8s"}
 
 
 def check_runtime(name: str) -> str:
@@ -50,4 +68,39 @@ def check_runtime(name: str) -> str:
     return name
 
 
-__all__ = ["RUNTIMES", "Job", "Outcome", "OutcomeKind", "Runtime", "check_runtime"]
+def open_runtime(name: str, settings: Settings, workers: int | None = None) -> Runtime:
+    """The runtime registered as ``name``, built from ``settings`` and started.
+
+    Args:
+        name: A registered runtime (``local``, ``ray``).
+        settings: The platform's settings (e.g. ``ray_address``).
+        workers: How many jobs the local pool runs at once (default: one per core).
+
+    Raises:
+        InvalidInputError: no such runtime (``runtime/unknown``), or its optional
+            dependencies are not installed (``runtime/unavailable``).
+    """
+    module_name, _, class_name = RUNTIMES[check_runtime(name)].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = _EXTRAS.get(name, name)
+        raise InvalidInputError(
+            f"the {name} runtime is not available here ({exc}): install 'modelyard[{extra}]'",
+            code="runtime/unavailable",
+            details={"runtime": name},
+        ) from exc
+    factory: RuntimeFactory = getattr(module, class_name)
+    return factory.from_settings(settings, workers)
+
+
+__all__ = [
+    "RUNTIMES",
+    "Job",
+    "Outcome",
+    "OutcomeKind",
+    "Runtime",
+    "RuntimeFactory",
+    "check_runtime",
+    "open_runtime",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,13 @@ def outcome_from_message(message: str, exit_code: int | None) -> Outcome:
     )
 
 
-def run_from_environment(termination_log: Path = TERMINATION_LOG) -> int:
-    """Run the job in ``MODELYARD_JOB``; returns the process's exit code (0: succeeded,
-    1: the user's code raised)."""
+def run_from_environment() -> int:
+    """Run the job in ``MODELYARD_TASK_JOB``; returns the process's exit code (0:
+    succeeded, 1: the user's code raised). The outcome goes to the termination message
+    (``MODELYARD_TERMINATION_LOG`` moves it, for tests) and to stdout."""
     from modelyard.runtimes.local.worker import run_job
 
+    termination_log = Path(os.environ.get("MODELYARD_TERMINATION_LOG", TERMINATION_LOG))
     job = job_from_json(os.environ[JOB_VARIABLE])
     outcome = run_job(job)
     message = outcome_message(outcome)
@@ -96,3 +99,7 @@ def run_from_environment(termination_log: Path = TERMINATION_LOG) -> int:
         termination_log.write_text(message)
     print(message, flush=True)
     return 0 if outcome.ok else 1
+
+
+if __name__ == "__main__":  # what pods run: `python -m modelyard.runtimes.container`
+    sys.exit(run_from_environment())

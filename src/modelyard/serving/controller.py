@@ -395,7 +395,15 @@ class DeploymentController:
         traffic = spec.routed
         table = {
             "deployment": deployment.name,
-            "weights": self._available_weights(deployment, traffic.weights, variants),
+            "weights": deploys.available_weights(
+                traffic.weights,
+                ready={name for name, v in variants.items() if v["replicas"]},
+                starting={
+                    name
+                    for name, v in variants.items()
+                    if not v["replicas"] and deployment.replicas.get(name, 1)
+                },
+            ),
             "variants": variants,
             "shadow": traffic.shadow,
             "shadow_percent": traffic.shadow_percent,
@@ -409,26 +417,6 @@ class DeploymentController:
                 {**table, "generation": deployment.revision},
             )
             memory.routes = text
-
-    def _available_weights(
-        self, deployment: Deployment, weights: dict[str, int], variants: dict[str, Any]
-    ) -> dict[str, int]:
-        """The weights with the share of a variant whose replicas are still starting
-        given to the busiest variant that can answer: a canary takes its share once it
-        is ready. A variant scaled to zero keeps its share: the router holds its
-        requests while a replica starts."""
-        starting = [
-            name
-            for name, weight in weights.items()
-            if weight and not variants[name]["replicas"] and deployment.replicas.get(name, 1)
-        ]
-        able = {n: w for n, w in weights.items() if variants[n]["replicas"]}
-        if not starting or not able:
-            return dict(weights)
-        heir = max(able, key=lambda n: able[n])
-        moved = {n: (0 if n in starting else w) for n, w in weights.items()}
-        moved[heir] += sum(weights[n] for n in starting)
-        return moved
 
     def _judge(
         self,

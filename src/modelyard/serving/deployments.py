@@ -341,6 +341,23 @@ def revised(
 # -- views --------------------------------------------------------------------------------
 
 
+def available_weights(
+    weights: dict[str, int], ready: set[str], starting: set[str]
+) -> dict[str, int]:
+    """The weights with the share of a variant that is still starting given to the
+    busiest variant that can answer: a canary takes its share once it is ready. A
+    variant scaled to zero is not ``starting``: it keeps its share, and the router holds
+    its requests while a replica starts."""
+    waiting = [name for name, weight in weights.items() if weight and name in starting]
+    able = {name: weight for name, weight in weights.items() if name in ready}
+    if not waiting or not able:
+        return dict(weights)
+    heir = max(able, key=lambda name: able[name])
+    moved = {name: (0 if name in waiting else weight) for name, weight in weights.items()}
+    moved[heir] += sum(weights[name] for name in waiting)
+    return moved
+
+
 def endpoint_of(deployment: Deployment) -> str:
     return f"http://127.0.0.1:{deployment.port}"
 

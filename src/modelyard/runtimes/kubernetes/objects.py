@@ -129,10 +129,18 @@ def resource_requirements(resources: Resources, default: Resources | None = None
     return result
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes shared dicts out in full: no ``&id001`` anchors in manifests."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def to_yaml(objects: Iterable[Manifest]) -> str:
     """Objects as one multi-document YAML stream, keys in the order they were built."""
     return "".join(
-        "---\n" + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False) for obj in objects
+        "---\n" + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+        for obj in objects
     )
 
 

@@ -18,15 +18,20 @@ from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.specs.resources import Resources
 
 ARTIFACTS_VOLUME = "artifacts"
-# Non-root, no privilege escalation, no capabilities: the "restricted" Pod Security
-# Standard, which project namespaces enforce.
+# Non-root (the image's user), no privilege escalation, no capabilities, the runtime's
+# seccomp profile: the "restricted" Pod Security Standard. The platform's own pods add a
+# read-only root filesystem; workloads keep theirs writable for libraries that cache.
 CONTAINER_SECURITY: Manifest = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
+}
+POD_SECURITY: Manifest = {
     "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-POD_SECURITY: Manifest = {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000}
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,8 @@ def _cluster(
             ),
         )
         ray_container.pop("command")
+        if role == "head":  # the driver runs there and records its run in the store
+            ray_container["envFrom"] = [{"secretRef": {"name": settings.driver_secret}}]
         return {
             "metadata": {"labels": object_labels},
             "spec": pod_spec(

@@ -35,16 +35,21 @@ ROUTER_RESOURCES = Resources(cpu=0.5, memory=256 * 2**20)
 
 
 def render_deployment(
-    spec: DeploymentSpec, settings: ClusterSettings, project: str, revision: int = 1
+    spec: DeploymentSpec,
+    settings: ClusterSettings,
+    project: str,
+    revision: int = 1,
+    weights: dict[str, int] | None = None,
 ) -> list[Manifest]:
-    """Every object of the deployment at ``revision``."""
+    """Every object of the deployment at ``revision``; ``weights`` replace the spec's
+    in the routes (the controller moves a starting canary's share elsewhere)."""
     objects: list[Manifest] = []
     services: dict[str, str] = {}
     for variant in spec.variants:
         variant_objects = variant_workload(spec, variant, settings, project, revision)
         services[variant.name] = _service_url(variant_objects[1], settings.namespace(project))
         objects += variant_objects
-    objects += router_workload(spec, settings, project, revision, services)
+    objects += router_workload(spec, settings, project, revision, services, weights)
     return objects
 
 
@@ -120,14 +125,19 @@ def variant_workload(
     return objects
 
 
-def routes(spec: DeploymentSpec, services: dict[str, str], revision: int) -> dict[str, Any]:
+def routes(
+    spec: DeploymentSpec,
+    services: dict[str, str],
+    revision: int,
+    weights: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """The router's routes file: the same table the local controller writes, with each
     variant's Service as its one replica address."""
     traffic = spec.routed
     return {
         "deployment": spec.name,
         "generation": revision,
-        "weights": dict(traffic.weights),
+        "weights": dict(traffic.weights if weights is None else weights),
         "variants": {
             variant.name: {
                 "model": variant.model,
@@ -149,6 +159,7 @@ def router_workload(
     project: str,
     revision: int,
     services: dict[str, str],
+    weights: dict[str, int] | None = None,
 ) -> list[Manifest]:
     """The routes ConfigMap, the router's Deployment, the endpoint's Service and the
     router's PodDisruptionBudget."""
@@ -156,7 +167,7 @@ def router_workload(
     object_name = name(spec.name)
     selector = labels("router", project=project, deployment=spec.name)
     object_labels = selector | {"modelyard.io/revision": str(revision)}
-    routes_text = json.dumps(routes(spec, services, revision), indent=2, sort_keys=True)
+    routes_text = json.dumps(routes(spec, services, revision, weights), indent=2, sort_keys=True)
     router = container(
         settings,
         ContainerSpec(

@@ -13,6 +13,8 @@ from modelyard.runtimes.kubernetes.objects import GPU_RESOURCE
 from modelyard.specs.common import Spec
 from modelyard.specs.resources import Cores, MemoryBytes, Resources
 
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
 
 class GangScheduler(StrEnum):
     """Who admits a distributed job's pods all together, or none of them."""
@@ -86,9 +88,13 @@ class ClusterSettings(Spec):
         image_pull_policy: As Kubernetes spells it.
         image_pull_secrets: Secrets for a private registry.
         namespace_prefix: A project ``p`` lives in namespace ``<prefix>p``.
+        single_namespace: One namespace for every project instead (``render --namespace``).
         service_account: The ServiceAccount workload pods run as.
         project_secret: The Secret in each project namespace holding the project's
             secrets, one key per secret; tasks reference keys, never values.
+        driver_secret: A Secret in each project namespace with ``MODELYARD_DATABASE_URL``
+            and ``MODELYARD_SECRET_KEY``, for the drivers of Ray jobs, which record
+            their runs in the platform's store as the controllers do.
         tracking_uri: The MLflow server workloads log to.
         artifacts: Where the artifact store is.
         gpu: How GPU pods are placed.
@@ -114,8 +120,12 @@ class ClusterSettings(Spec):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
     namespace_prefix: str = Field(default="modelyard-", pattern=r"^[a-z0-9-]{0,30}$")
+    single_namespace: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+    )
     service_account: str = "modelyard-workload"
     project_secret: str = "modelyard-project-secrets"  # noqa: S105 (a Secret's name)
+    driver_secret: str = "modelyard-driver"  # noqa: S105 (a Secret's name)
     tracking_uri: str | None = None
     artifacts: ArtifactStorage = ArtifactStorage()
     gpu: GpuPlacement = GpuPlacement()
@@ -134,6 +144,8 @@ class ClusterSettings(Spec):
 
     def namespace(self, project: str) -> str:
         """The namespace of ``project`` (a project name is already a DNS-1123 label)."""
+        if self.single_namespace:
+            return self.single_namespace
         return f"{self.namespace_prefix}{project}"[:63].rstrip("-")
 
     def quota_of(self, project: str) -> Quota:

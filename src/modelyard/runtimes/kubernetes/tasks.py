@@ -54,7 +54,7 @@ def task_job(job: Job, settings: ClusterSettings) -> Manifest:
     plain_env = {k: v for k, v in job.env.items() if k not in job.secret_env}
     spec = ContainerSpec(
         name=TASK_CONTAINER,
-        args=["modelyard", "task", "run"],
+        args=["python", "-m", "modelyard.runtimes.container"],  # `modelyard task run`, lighter
         env={**plain_env, JOB_VARIABLE: job_to_json(job)},
         secrets=job.secret_env,
         resources=job.resources,

@@ -28,7 +28,15 @@ from modelyard.runtimes.kubernetes.objects import (
     resource_requirements,
     secret_env,
 )
-from modelyard.runtimes.kubernetes.pods import ContainerSpec, container, pod_spec, workload_env
+from modelyard.runtimes.kubernetes.pods import (
+    ARTIFACTS_VOLUME,
+    CONTAINER_SECURITY,
+    POD_SECURITY,
+    ContainerSpec,
+    container,
+    pod_spec,
+    workload_env,
+)
 from modelyard.runtimes.kubernetes.settings import ClusterSettings, GangScheduler
 from modelyard.specs.training import TrainingJobSpec
 
@@ -121,7 +129,7 @@ def trainjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> 
     if requirements:
         trainer["resourcesPerNode"] = requirements
     object_labels = _job_labels(spec, settings, project)
-    result: Manifest = {
+    return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainJob",
         "metadata": metadata(name("train", spec.name), settings.namespace(project), object_labels),
@@ -132,10 +140,62 @@ def trainjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> 
                 "name": settings.training_runtime,
             },
             "trainer": trainer,
-            "labels": {k: v for k, v in object_labels.items() if k != KUEUE_QUEUE_LABEL},
+            "runtimePatches": [_placement(spec, settings, object_labels)],
         },
     }
-    return result
+
+
+TRAINER_NODE = "node"  # the torch runtime's replicated job and container
+
+
+def _placement(
+    spec: TrainingJobSpec, settings: ClusterSettings, object_labels: dict[str, str]
+) -> Manifest:
+    """What a TrainJob adds to its runtime's pods: the account, security context,
+    labels, GPU placement and volumes (priority comes with the ClusterTrainingRuntime,
+    or from Kueue's WorkloadPriorityClass)."""
+    pod: Manifest = {
+        "serviceAccountName": settings.service_account,
+        "securityContext": dict(POD_SECURITY),
+        "containers": [{"name": TRAINER_NODE, "securityContext": dict(CONTAINER_SECURITY)}],
+    }
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
+    if spec.resources.gpu:
+        pod["nodeSelector"] = dict(settings.gpu.node_selector)
+        pod["tolerations"] = [dict(toleration) for toleration in settings.gpu.tolerations]
+    volumes, mounts = _checkpoint_volume(settings)
+    if settings.artifacts.pvc:
+        volumes.append(
+            {
+                "name": ARTIFACTS_VOLUME,
+                "persistentVolumeClaim": {"claimName": settings.artifacts.pvc},
+            }
+        )
+        mounts.append({"name": ARTIFACTS_VOLUME, "mountPath": settings.artifacts.mount_path})
+    if volumes:
+        pod["volumes"] = volumes
+        pod["containers"][0]["volumeMounts"] = mounts
+    pod_labels = {k: v for k, v in object_labels.items() if k != KUEUE_QUEUE_LABEL}
+    return {
+        "manager": "modelyard.io/placement",
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": TRAINER_NODE,
+                            "template": {
+                                "spec": {
+                                    "template": {"metadata": {"labels": pod_labels}, "spec": pod}
+                                }
+                            },
+                        }
+                    ]
+                }
+            }
+        },
+    }
 
 
 def pytorchjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> Manifest:

@@ -24,13 +24,19 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
+
+if TYPE_CHECKING:
+    from modelyard.config import Settings
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRELOAD = ("modelyard.runtimes.local.worker", "modelyard.pipelines.task")
+# What every pipeline task attempt needs (pyarrow, pandas, the artifact store), imported
+# before a worker's first job so that the first task pays no import.
+PIPELINE_PRELOAD = (*DEFAULT_PRELOAD, "modelyard.pipelines.execute")
 _START_TIMEOUT_S = 60.0
 _STOP_GRACE_S = 5.0
 
@@ -89,6 +95,13 @@ class WorkerPool:
         self._closed = False
         self.workers_started = 0
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, workers: int | None = None) -> WorkerPool:
+        """A started pool of ``workers`` (else ``settings.workers``, else one per core)
+        warm workers ready for pipeline tasks."""
+        size = workers or settings.workers or max(1, os.cpu_count() or 1)
+        return cls(size, preload=PIPELINE_PRELOAD).start()
 
     def start(self) -> WorkerPool:
         for index in range(self.size):

@@ -1,0 +1,262 @@
+"""A stand-in for a cluster with one node, for the Kubernetes runtime's tests.
+
+It is the API server and kubelet of the runtime's :class:`Cluster` interface, no more:
+every applied object is first validated against the pinned Kubernetes schema (as the
+API server would), and a Job's pod runs for real as a local process, started from the
+pod's own container ``command`` and ``env`` (Secrets resolved from ``secrets``), with
+the termination message, exit code, logs and deadline a kubelet would report. What it
+does not do (scheduling, images, OOM kills, eviction) is covered by the recorded pod
+payloads in ``payloads/``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.runtimes.kubernetes.validation import validate
+
+Manifest = dict[str, Any]
+_SUFFIX = itertools.count(10000)
+
+
+@dataclass
+class _Pod:
+    name: str
+    job: str
+    namespace: str
+    spec: Manifest
+    labels: dict[str, str]
+    created: str
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+    waiting: tuple[str, str] | None = None  # (reason, message) of a container that cannot start
+    deadline_exceeded: bool = False
+    deleted: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalKubelet:
+    """Objects in memory; Job pods as local processes in ``folder``."""
+
+    def __init__(self, folder: Path, secrets: dict[tuple[str, str], str] | None = None) -> None:
+        self.folder = folder
+        self.secrets = dict(secrets or {})
+        self.objects: dict[tuple[str, str, str, str], Manifest] = {}
+        self.applied: list[Manifest] = []
+        self._pods: dict[str, _Pod] = {}
+        self._lock = threading.Lock()
+
+    # -- the API server ---------------------------------------------------------------
+
+    def apply(self, obj: Manifest) -> None:
+        validate(obj)
+        meta = obj["metadata"]
+        key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+        with self._lock:
+            self.applied.append(obj)
+            new = key not in self.objects
+            self.objects[key] = obj
+        if obj["kind"] == "Job" and new:
+            self._start(obj)
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        obj = self.objects.get((api_version, kind, namespace, name))
+        if obj is None:
+            return None
+        if kind == "Job":
+            return {**obj, "status": self._job_status(name)}
+        return obj
+
+    def pods(self, namespace: str, selector: str) -> list[Manifest]:
+        key, _, value = selector.partition("=")
+        with self._lock:
+            chosen = [p for p in self._pods.values() if p.namespace == namespace and not p.deleted]
+        return [self._pod_object(p) for p in chosen if p.labels.get(key) == value]
+
+    def events(self, namespace: str, involved: str) -> list[Manifest]:
+        return []
+
+    def log(self, namespace: str, pod: str, container: str) -> str:
+        path = self._pods[pod].folder / "log"
+        return path.read_text() if path.exists() else ""
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.objects.pop((api_version, kind, namespace, name), None)
+        for pod in list(self._pods.values()):
+            if pod.job == name and pod.namespace == namespace:
+                pod.deleted = True
+                if pod.process is not None and pod.process.poll() is None:
+                    pod.process.kill()
+                    pod.process.wait()
+
+    # -- the kubelet --------------------------------------------------------------------
+
+    def _start(self, job: Manifest) -> None:
+        name = job["metadata"]["name"]
+        template = job["spec"]["template"]
+        pod_name = f"{name}-{next(_SUFFIX)}"
+        folder = self.folder / pod_name
+        folder.mkdir(parents=True)
+        pod = _Pod(
+            name=pod_name,
+            job=name,
+            namespace=job["metadata"]["namespace"],
+            spec=template["spec"],
+            labels={**template["metadata"].get("labels", {}), "job-name": name},
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            folder=folder,
+        )
+        with self._lock:
+            self._pods[pod_name] = pod
+        container = pod.spec["containers"][0]
+        env, missing = self._environment(container, folder)
+        if missing:
+            pod.waiting = ("CreateContainerConfigError", missing)
+            return
+        pod.env = env
+        command = list(container["command"])
+        if command[0] == "python":  # the image's Python: this venv's
+            command[0] = sys.executable
+        elif command[0] == "modelyard":
+            command[0] = str(Path(sys.executable).with_name("modelyard"))
+        with (folder / "log").open("wb") as log:
+            pod.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd()
+            )
+        deadline = job["spec"].get("activeDeadlineSeconds")
+        if deadline:
+            threading.Thread(target=self._enforce, args=(pod, deadline), daemon=True).start()
+
+    def _environment(self, container: Manifest, folder: Path) -> tuple[dict[str, str], str]:
+        """The container's variables, as the kubelet resolves them; the message of a
+        missing Secret key, as the kubelet words it."""
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.folder),
+            "PYTHONPATH": os.getcwd(),  # the image's working folder holds the code
+            "MODELYARD_TERMINATION_LOG": str(folder / "termination-log"),
+        }
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+                continue
+            ref = item["valueFrom"]["secretKeyRef"]
+            value = self.secrets.get((ref["name"], ref["key"]))
+            if value is None:
+                return env, f"couldn't find key {ref['key']} in Secret {ref['name']}"
+            env[item["name"]] = value
+        return env, ""
+
+    def _enforce(self, pod: _Pod, seconds: int) -> None:
+        assert pod.process is not None
+        try:
+            pod.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pod.deadline_exceeded = True
+            pod.process.terminate()
+
+    def _pod_object(self, pod: _Pod) -> Manifest:
+        container = pod.spec["containers"][0]
+        status: Manifest = {"phase": "Pending", "conditions": []}
+        state: Manifest
+        if pod.waiting is not None:
+            state = {"waiting": {"reason": pod.waiting[0], "message": pod.waiting[1]}}
+        elif pod.process is None or pod.process.poll() is None:
+            status["phase"] = "Running"
+            state = {"running": {"startedAt": pod.created}}
+        else:
+            code = pod.process.returncode
+            code = 128 - code if code < 0 else code  # a signal, as a container reports it
+            status["phase"] = "Succeeded" if code == 0 else "Failed"
+            if pod.deadline_exceeded:
+                status |= {
+                    "reason": "DeadlineExceeded",
+                    "message": "Pod was active on the node longer than the specified deadline",
+                }
+            message = self._termination_message(pod)
+            state = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": pod.created,
+                    "finishedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    **({"message": message} if message else {}),
+                }
+            }
+        status["containerStatuses"] = [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "ready": "running" in state,
+                "restartCount": 0,
+                "state": state,
+            }
+        ]
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod.name,
+                "namespace": pod.namespace,
+                "labels": pod.labels,
+                "creationTimestamp": pod.created,
+            },
+            "spec": pod.spec,
+            "status": status,
+        }
+
+    def _termination_message(self, pod: _Pod) -> str:
+        path = Path(pod.env.get("MODELYARD_TERMINATION_LOG", pod.folder / "termination-log"))
+        if path.exists() and path.read_text():
+            return path.read_text()[:4096]
+        log = pod.folder / "log"  # terminationMessagePolicy: FallbackToLogsOnError
+        return log.read_text()[-2048:] if log.exists() else ""
+
+    def _job_status(self, name: str) -> Manifest:
+        pods = [p for p in self._pods.values() if p.job == name]
+        if not pods:
+            return {}
+        pod = pods[-1]
+        if pod.deadline_exceeded:
+            return {
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "DeadlineExceeded",
+                        "message": "Job was active longer than specified deadline",
+                    }
+                ],
+            }
+        if pod.process is None or pod.process.poll() is None:
+            return {"active": 1, "ready": 1 if pod.process is not None else 0}
+        if pod.process.returncode == 0:
+            return {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        return {
+            "failed": 1,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ],
+        }
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(p.process is None or p.process.poll() is not None for p in self._pods.values()):
+                return
+            time.sleep(0.05)
