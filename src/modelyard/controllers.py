@@ -2,7 +2,9 @@
 creates the runs schedules owe, the run executor, which drives queued runs on the runtime
 each names (this machine's warm worker pool, or Ray), the job executor, which runs queued
 training jobs, and the deployment controller, which runs deployments' routers and
-replicas. All keep their state in the store and are safe to stop and start at any moment.
+replicas (as processes here, or as Kubernetes objects when ``MODELYARD_KUBERNETES_VALUES``
+places workloads on the cluster the controllers run in). All keep their state in the
+store and are safe to stop and start at any moment.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from modelyard.config import Settings
 from modelyard.pipelines.executor import RunExecutor
 from modelyard.pipelines.local import local_engine, secret_lookup
 from modelyard.pipelines.scheduling import Scheduler
+from modelyard.runtimes.kubernetes.deployments import ClusterDeploymentController
+from modelyard.runtimes.kubernetes.runtime import KubeCluster, load_cluster_settings
 from modelyard.serving.controller import DeploymentController
 from modelyard.training.executor import JobExecutor
 from modelyard.training.tracking import TrackingConfig
@@ -37,12 +41,21 @@ class ControlPlane:
         self.scheduler = Scheduler(sessions, poll_seconds=settings.scheduler_poll_seconds)
         self.executor: RunExecutor | None = None
         self.jobs: JobExecutor | None = None
-        self.deployments = DeploymentController(
-            settings,
-            sessions,
-            poll_seconds=settings.deployment_poll_seconds,
-            stop_processes_on_exit=settings.stop_deployments_on_exit,
-        )
+        self.deployments: DeploymentController | ClusterDeploymentController
+        if settings.kubernetes_values is not None:  # on a cluster: deployments are objects
+            self.deployments = ClusterDeploymentController(
+                sessions,
+                load_cluster_settings(settings.kubernetes_values),
+                KubeCluster.from_environment(),
+                poll_seconds=settings.deployment_poll_seconds,
+            )
+        else:
+            self.deployments = DeploymentController(
+                settings,
+                sessions,
+                poll_seconds=settings.deployment_poll_seconds,
+                stop_processes_on_exit=settings.stop_deployments_on_exit,
+            )
         self._stack = ExitStack()
 
     def start(self) -> None:

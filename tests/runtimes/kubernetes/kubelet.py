@@ -50,7 +50,11 @@ class LocalKubelet:
     def __init__(self, folder: Path, secrets: dict[tuple[str, str], str] | None = None) -> None:
         self.folder = folder
         self.secrets = dict(secrets or {})
-        self.objects: dict[tuple[str, str, str, str], Manifest] = {}
+        # Deployments whose pods are not available yet, and those past their progress
+        # deadline (by name prefix); the others are available at once (no pods run).
+        self.starting: set[str] = set()
+        self.stuck: set[str] = set()
+        self.objects_by_key: dict[tuple[str, str, str, str], Manifest] = {}
         self.applied: list[Manifest] = []
         self._pods: dict[str, _Pod] = {}
         self._lock = threading.Lock()
@@ -63,18 +67,29 @@ class LocalKubelet:
         key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
         with self._lock:
             self.applied.append(obj)
-            new = key not in self.objects
-            self.objects[key] = obj
+            new = key not in self.objects_by_key
+            self.objects_by_key[key] = obj
         if obj["kind"] == "Job" and new:
             self._start(obj)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
-        obj = self.objects.get((api_version, kind, namespace, name))
+        obj = self.objects_by_key.get((api_version, kind, namespace, name))
         if obj is None:
             return None
         if kind == "Job":
             return {**obj, "status": self._job_status(name)}
+        if kind == "Deployment":
+            return {**obj, "status": self._deployment_status(obj)}
         return obj
+
+    def objects(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Manifest]:
+        key, _, value = selector.partition("=")
+        return [
+            obj
+            for (version, obj_kind, obj_namespace, _), obj in list(self.objects_by_key.items())
+            if (version, obj_kind, obj_namespace) == (api_version, kind, namespace)
+            and obj["metadata"].get("labels", {}).get(key) == value
+        ]
 
     def pods(self, namespace: str, selector: str) -> list[Manifest]:
         key, _, value = selector.partition("=")
@@ -90,7 +105,7 @@ class LocalKubelet:
         return path.read_text() if path.exists() else ""
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        self.objects.pop((api_version, kind, namespace, name), None)
+        self.objects_by_key.pop((api_version, kind, namespace, name), None)
         for pod in list(self._pods.values()):
             if pod.job == name and pod.namespace == namespace:
                 pod.deleted = True
@@ -220,6 +235,31 @@ class LocalKubelet:
             return path.read_text()[:4096]
         log = pod.folder / "log"  # terminationMessagePolicy: FallbackToLogsOnError
         return log.read_text()[-2048:] if log.exists() else ""
+
+    def _deployment_status(self, obj: Manifest) -> Manifest:
+        name = obj["metadata"]["name"]
+        desired = obj["spec"].get("replicas", 1)
+        if any(name.startswith(prefix) for prefix in self.stuck):
+            return {
+                "observedGeneration": 1,
+                "replicas": desired,
+                "conditions": [
+                    {
+                        "type": "Progressing",
+                        "status": "False",
+                        "reason": "ProgressDeadlineExceeded",
+                        "message": f'ReplicaSet "{name}-7d9f" has timed out progressing.',
+                    }
+                ],
+            }
+        available = 0 if any(name.startswith(prefix) for prefix in self.starting) else desired
+        return {
+            "observedGeneration": 1,
+            "replicas": desired,
+            "updatedReplicas": desired,
+            "availableReplicas": available,
+            "conditions": [{"type": "Available", "status": "True" if available else "False"}],
+        }
 
     def _job_status(self, name: str) -> Manifest:
         pods = [p for p in self._pods.values() if p.job == name]

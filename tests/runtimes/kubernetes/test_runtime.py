@@ -84,7 +84,7 @@ def test_a_pipeline_runs_as_one_job_per_task_attempt(k8s: Runner, kubelet: Local
         assert job["metadata"]["namespace"] == "modelyard-fraud"
     kinds = {obj["kind"] for obj in kubelet.applied}
     assert {"Namespace", "ResourceQuota", "LimitRange"} <= kinds  # the project, first
-    assert not [key for key in kubelet.objects if key[1] == "Job"]  # read, then deleted
+    assert not [key for key in kubelet.objects_by_key if key[1] == "Job"]  # read, then deleted
     with k8s.sessions() as session:
         attempt = session.scalars(
             select(TaskAttempt).where(TaskAttempt.task_run_id == k8s.tasks(run_id)["add_up"].id)

@@ -84,6 +84,10 @@ class ClusterDeploymentController(Poller):
         self.http = http or httpx.Client(timeout=2.0)
         self._seen: dict[str, _Seen] = {}
 
+    def stop(self) -> None:
+        super().stop()
+        self.http.close()
+
     def poll(self) -> None:
         """One pass over every deployment; one deployment's trouble never stops the rest."""
         with self.sessions() as session:
