@@ -35,7 +35,6 @@ from modelyard.config import Settings
 from modelyard.serving import deployments as deploys
 from modelyard.serving import processes
 from modelyard.serving.autoscaler import Autoscaler, Load
-from modelyard.serving.rollout import Action, VariantStats, judge
 from modelyard.serving.router import router_stats, write_routes
 from modelyard.specs.deployments import DeploymentSpec, RolloutState
 from modelyard.store.db import transaction
@@ -449,19 +448,7 @@ class DeploymentController:
         stats = self._stats(deployment, since=started.timestamp())
         if stats is None:
             return
-        seen = stats.get("variants", {})
-        verdict = judge(
-            spec.rollout,
-            VariantStats.from_json(seen.get(state.baseline)),
-            VariantStats.from_json(seen.get(state.candidate)),
-            (datetime.now(UTC) - started).total_seconds(),
-        )
-        if verdict.action is Action.ROLL_BACK:
-            deploys.roll_back(session, deployment, spec, verdict.reason, None)
-            logger.warning("deployment %s: canary rolled back: %s", deployment.name, verdict.reason)
-        elif verdict.action is Action.ADVANCE:
-            revision = deploys.advance(session, deployment, spec, verdict.reason)
-            logger.info("deployment %s: %s", deployment.name, revision.change)
+        deploys.judge_canary(session, deployment, spec, state, stats, started)
 
     def _state(
         self,

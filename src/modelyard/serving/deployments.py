@@ -7,6 +7,7 @@ last ``KEPT_REVISIONS`` are kept so that any of them can be rolled back to.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from modelyard.errors import ConflictError, InvalidInputError
 from modelyard.serving.models import REGISTERED_URI, ModelLoadError, identity
+from modelyard.serving.rollout import Action, VariantStats, judge
 from modelyard.specs.deployments import (
     DeploymentDetail,
     DeploymentOut,
@@ -26,6 +28,8 @@ from modelyard.specs.deployments import (
     Variant,
 )
 from modelyard.store.models import Deployment, DeploymentRevision, Replica
+
+logger = logging.getLogger(__name__)
 
 KEPT_REVISIONS = 10
 
@@ -339,6 +343,31 @@ def revised(
 
 
 # -- views --------------------------------------------------------------------------------
+
+
+def judge_canary(
+    session: Session,
+    deployment: Deployment,
+    spec: DeploymentSpec,
+    state: RolloutState,
+    stats: dict[str, Any],
+    started: datetime,
+) -> None:
+    """Advance, promote or roll back the canary in progress on the router's statistics
+    (``/router/stats`` since ``started``, when the step's canary could first answer)."""
+    seen = stats.get("variants", {})
+    verdict = judge(
+        spec.rollout,
+        VariantStats.from_json(seen.get(state.baseline)),
+        VariantStats.from_json(seen.get(state.candidate)),
+        (datetime.now(UTC) - started).total_seconds(),
+    )
+    if verdict.action is Action.ROLL_BACK:
+        roll_back(session, deployment, spec, verdict.reason, None)
+        logger.warning("deployment %s: canary rolled back: %s", deployment.name, verdict.reason)
+    elif verdict.action is Action.ADVANCE:
+        revision = advance(session, deployment, spec, verdict.reason)
+        logger.info("deployment %s: %s", deployment.name, revision.change)
 
 
 def available_weights(

@@ -33,7 +33,6 @@ from modelyard.runtimes.kubernetes.runtime import Cluster
 from modelyard.runtimes.kubernetes.serving import SERVER_PORT, render_deployment, variant_name
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.serving import deployments as deploys
-from modelyard.serving.rollout import Action, VariantStats, judge
 from modelyard.serving.router import router_stats
 from modelyard.specs.deployments import DeploymentSpec, RolloutState
 from modelyard.store.db import transaction
@@ -195,19 +194,7 @@ class ClusterDeploymentController(Poller):
         stats = router_stats(self.http, self.router_url(spec, project), started.timestamp())
         if stats is None:
             return
-        variants = stats.get("variants", {})
-        verdict = judge(
-            spec.rollout,
-            VariantStats.from_json(variants.get(state.baseline)),
-            VariantStats.from_json(variants.get(state.candidate)),
-            (datetime.now(UTC) - started).total_seconds(),
-        )
-        if verdict.action is Action.ROLL_BACK:
-            deploys.roll_back(session, deployment, spec, verdict.reason, None)
-            logger.warning("deployment %s: canary rolled back: %s", deployment.name, verdict.reason)
-        elif verdict.action is Action.ADVANCE:
-            revision = deploys.advance(session, deployment, spec, verdict.reason)
-            logger.info("deployment %s: %s", deployment.name, revision.change)
+        deploys.judge_canary(session, deployment, spec, state, stats, started)
 
     def _state(
         self, deployment: Deployment, spec: DeploymentSpec, states: dict[str, WorkloadState]
