@@ -14,6 +14,7 @@ from modelyard.config import Settings
 from modelyard.errors import InvalidInputError
 from modelyard.runtimes import open_runtime
 from modelyard.runtimes.jobs import Job, OutcomeKind
+from modelyard.runtimes.ray import tasks
 from modelyard.runtimes.ray.tasks import RayRuntime
 from modelyard.specs.resources import Resources
 
@@ -144,6 +145,18 @@ def test_output_and_environment_are_the_jobs_own(ray_runtime: RayRuntime, tmp_pa
     assert ray_runtime.run(secret).value == "hunter2"
     after = [ray_runtime.run(Job(f"{T}:read_env", {"name": "DB_PASSWORD"})).value for _ in range(3)]
     assert after == [None] * 3
+
+
+def test_a_log_written_on_another_machine_comes_back_with_the_outcome(
+    ray_runtime: RayRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The driver says it is elsewhere: the worker keeps the log in a folder of its own
+    # and sends it back, as a node of a cluster must.
+    monkeypatch.setattr(tasks.socket, "gethostname", lambda: "the-driver-machine")
+    log = tmp_path / "engine-logs" / "attempt-1.log"
+    log.parent.mkdir()
+    assert ray_runtime.run(Job(f"{T}:talk", log_path=str(log))).value == "said"
+    assert log.read_text().splitlines() == ["to stdout", "to stderr", "from a child process"]
 
 
 def test_a_pipeline_file_is_imported_by_its_path(ray_runtime: RayRuntime, tmp_path: Path) -> None:

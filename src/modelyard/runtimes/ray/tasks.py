@@ -18,18 +18,22 @@ Where Ray runs:
 A remote cluster's workers need what a local worker has: modelyard and the task's code
 installed at the same paths (the same image: pipeline files are imported by their path),
 and the artifact store reachable from every node (S3 or GCS, not a local folder). Each
-attempt's log is written on the node that ran it; on a remote node it is not copied back.
+attempt's log is written where the engine keeps it: directly on the driver's machine,
+else on the node and sent back with the outcome (its last 8 MiB).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -47,13 +51,31 @@ _POLL_SECONDS = 0.05
 _STOP_GRACE_S = 10.0
 
 
-def _execute(job: Job) -> Iterator[Any]:
-    """The Ray task: announces its start (its pid), then runs the job."""
+_LOG_LIMIT = 8 * 2**20  # of an attempt's log sent back from another machine
+
+
+def _execute(job: Job, driver_host: str) -> Iterator[Any]:
+    """The Ray task: announces its start (its pid), then runs the job and returns its
+    outcome with, when it ran on another machine than the driver, its log's text (the
+    engine's log folder is not there)."""
     yield os.getpid()
-    if job.log_path:
-        # The engine made the folder on its own machine; a remote node has none yet.
-        os.makedirs(os.path.dirname(job.log_path) or ".", exist_ok=True)
-    yield run_job(job)
+    if not job.log_path or socket.gethostname() == driver_host:
+        if job.log_path:  # the engine's folder, made on this same machine
+            os.makedirs(os.path.dirname(job.log_path) or ".", exist_ok=True)
+        yield run_job(job), None
+        return
+    with tempfile.TemporaryDirectory(prefix="modelyard-attempt-") as folder:
+        log = Path(folder) / "attempt.log"
+        outcome = run_job(replace(job, log_path=str(log)))
+        with log.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _LOG_LIMIT))
+            text = handle.read().decode(errors="replace")
+        if size > _LOG_LIMIT:
+            text = (
+                f"[the first {size - _LOG_LIMIT} bytes of this log were left on the node]\n" + text
+            )
+        yield outcome, text
 
 
 @dataclass(eq=False)  # each is itself, whatever its fields
@@ -146,7 +168,7 @@ class RayRuntime:
             options["num_gpus"] = resources.gpu
         if resources.memory is not None:
             options["memory"] = resources.memory
-        tasks = self._task.options(**options).remote(job)
+        tasks = self._task.options(**options).remote(job, socket.gethostname())
         with self._lock:
             self._submissions.append(_Submission(job, future, cancel or threading.Event(), tasks))
         self._wake.set()
@@ -246,7 +268,14 @@ class RayRuntime:
                 submission.started = time.perf_counter()
                 submission.pid = value
                 return
-            outcome = value if isinstance(value, Outcome) else self._failed(submission, None)
+            outcome, log = value if isinstance(value, tuple) else (value, None)
+            if not isinstance(outcome, Outcome):
+                outcome = self._failed(submission, None)
+            elif log is not None and submission.job.log_path:
+                path = Path(submission.job.log_path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as handle:
+                    handle.write(log)
         if submission.stopping is not None and not outcome.ok:
             outcome = submission.stopping  # what Ray reports of a task it killed for us
         self._resolve(submission, outcome)
