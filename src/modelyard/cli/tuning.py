@@ -1,4 +1,5 @@
-"""tune: a hyperparameter search on this machine, with the best model registered."""
+"""tune: a hyperparameter search, on this machine or on Ray Tune, with the best model
+registered."""
 
 from __future__ import annotations
 
@@ -51,12 +52,17 @@ def tune(
     reference: Annotated[
         Path | None, typer.Option(help="Training features (Parquet) for reference statistics.")
     ] = None,
+    runtime: Annotated[
+        str, typer.Option(help="local (Optuna here) or ray (Ray Tune; MODELYARD_RAY_ADDRESS)")
+    ] = "local",
     project: ProjectOption = DEFAULT_PROJECT,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Search hyperparameters with Optuna: each trial runs the objective in its own
     process(es) and child MLflow run; a failing trial is recorded and the search goes on;
-    the study continues where it stopped when run again."""
+    the study continues where it stopped when run again. With --runtime ray the search is
+    a Ray Tune experiment (same sampler, runs and result; a run again is a new one)."""
+    chosen = _literal_runtime(runtime)
     spec = _spec(
         entrypoint,
         space,
@@ -79,6 +85,7 @@ def tune(
         workdir=settings.home / "tuning",
         tracking=config,
         project=project,
+        ray_address=settings.ray_address,
     )
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -101,7 +108,7 @@ def tune(
             if trial.state != "complete" and output is OutputFormat.table:
                 progress.console.print(f"trial {trial.number} {trial.state}: {trial.reason}")
 
-        result = tuning.tune(spec, context, on_trial=show)
+        result = tuning.tune(spec, context, on_trial=show, runtime=chosen)
     if register and config is not None:
         model_uri = tuning.best_model_uri(config, result)
         with console.status(f"registering {register}"):
@@ -176,6 +183,16 @@ def _literal_pruner(value: str) -> Literal["none", "median", "asha"]:
     if value == "asha":
         return "asha"
     raise InvalidInputError(f"--pruner is none, median or asha, not {value!r}")
+
+
+def _literal_runtime(value: str) -> tuning.TuneRuntime:
+    if value == "local":
+        return "local"
+    if value == "ray":
+        return "ray"
+    raise InvalidInputError(
+        f"--runtime is {' or '.join(tuning.RUNTIMES)}, not {value!r}", code="tune/invalid"
+    )
 
 
 def _report(result: TuneResult, output: OutputFormat) -> None:

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 QUEUED = "queued"
 RUNNING = "running"
 
+# Makes the launcher of a job's gang: (spec, workdir, env=, cancel=, on_attempt=), as
+# GangLauncher (this machine) or modelyard.runtimes.ray.train.RayGangLauncher.
+LauncherFactory = Callable[..., GangLauncher]
+
 
 class JobNotFoundError(NotFoundError):
     default_code = "job/not_found"
@@ -107,8 +111,10 @@ def run_here(
     on_attempt: Callable[[GangAttempt], None] | None = None,
     stop: threading.Event | None = None,
     tracking_config: TrackingConfig | None = None,
+    launcher: LauncherFactory = GangLauncher,
 ) -> JobResult:
-    """Run a job's gang on this machine until it ends, recording every attempt.
+    """Run a job's gang on this machine (or on the launcher's, e.g. Ray Train) until it
+    ends, recording every attempt.
 
     With ``tracking_config``, the job gets an MLflow run in its project's experiment
     (the same run again when it resumes), handed to the workers as ``MLFLOW_RUN_ID``.
@@ -162,7 +168,7 @@ def run_here(
 
     watcher.start()
     try:
-        result = GangLauncher(spec, workdir, env=env, cancel=cancel, on_attempt=record).run()
+        result = launcher(spec, workdir, env=env, cancel=cancel, on_attempt=record).run()
     except BaseException:
         if run_id is not None and tracking_config is not None:
             _end_run(tracking_config, run_id, "FAILED")

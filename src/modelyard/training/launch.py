@@ -115,6 +115,8 @@ class GangLauncher:
         on_attempt: Called after each attempt ends, with it (e.g. to record history).
     """
 
+    place = "this machine"  # where the gang runs, as its messages name it
+
     def __init__(
         self,
         spec: TrainingJobSpec,
@@ -133,11 +135,12 @@ class GangLauncher:
     def run(self) -> JobResult:
         """Start the gang, and again after retryable failures, up to the backoff limit."""
         cpus = float(self.spec.resources.cpu or 1.0)
-        if self.spec.workers * cpus > local_capacity():
+        capacity = self.capacity()
+        if self.spec.workers * cpus > capacity:
             attempt = GangAttempt(number=1, started_at=datetime.now(UTC))
             reason = (
-                f"{self.spec.workers} workers of {cpus:g} CPU do not fit on this machine "
-                f"({local_capacity()} CPUs); none was started"
+                f"{self.spec.workers} workers of {cpus:g} CPU do not fit on {self.place} "
+                f"({capacity:g} CPUs); none was started"
             )
             self._end(attempt, GangOutcome.NOT_STARTED, reason)
             self.on_attempt(attempt)
@@ -157,6 +160,10 @@ class GangLauncher:
             logger.info("job %s: restarting the gang (%s)", self.spec.name, attempt.reason)
             if self.cancel.wait(policy.backoff.total_seconds()):
                 return JobResult(GangOutcome.CANCELLED, attempts, "cancelled")
+
+    def capacity(self) -> float:
+        """CPUs the gang's workers can be placed on."""
+        return local_capacity()
 
     def _decide(
         self, attempt: GangAttempt, count: int, attempts: list[GangAttempt]
@@ -256,9 +263,9 @@ class GangLauncher:
             failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
             if failed:
                 self._stop(processes)
-                rank = _root_cause(failed)
+                rank = root_cause(failed)
                 exit_ = self._exit(rank, processes[rank], folder)
-                return GangOutcome.FAILED, _describe(exit_), exit_
+                return GangOutcome.FAILED, describe_exit(exit_), exit_
             if all(code == 0 for code in codes):
                 return GangOutcome.SUCCEEDED, "every worker finished", None
             if self.cancel.is_set():
@@ -316,14 +323,14 @@ class GangLauncher:
         attempt.finished_at = datetime.now(UTC)
 
 
-def _root_cause(failed: Sequence[tuple[int, int | None]]) -> int:
+def root_cause(failed: Sequence[tuple[int, int | None]]) -> int:
     """The rank, of those that failed, that caused it: a worker killed by a signal comes
     first (its peers then fail because it is gone), else the lowest rank."""
     killed = [rank for rank, code in failed if code in SIGNAL_EXIT_CODES]
     return (killed or [rank for rank, _ in failed])[0]
 
 
-def _describe(exit_: WorkerExit) -> str:
+def describe_exit(exit_: WorkerExit) -> str:
     code = exit_.exit_code
     if exit_.error_type:
         return f"rank {exit_.rank} raised {exit_.error_type}: {exit_.message}"

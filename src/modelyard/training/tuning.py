@@ -6,6 +6,9 @@ where it stopped when the command runs again.
 The objective is a training function. It returns the metric (a number, or a dict that
 holds it) or logs it to its MLflow run; it may report progress with :func:`report`, which
 logs the point and raises ``optuna.TrialPruned`` when the pruner stops the trial.
+
+``tune(..., runtime="ray")`` runs the same search as a Ray Tune experiment instead
+(``modelyard.runtimes.ray.tune``); the MLflow runs and the result are the same.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, ModelyardError
@@ -49,6 +53,8 @@ TRIAL_ENV = "MODELYARD_TRIAL"  # JSON: storage, study, trial id, pruner (set in 
 PRUNED = "optuna.exceptions.TrialPruned"
 STUDY_TAG = "modelyard.study"
 TRIAL_TAG = "modelyard.trial"
+RUNTIMES = ("local", "ray")
+TuneRuntime = Literal["local", "ray"]
 
 
 class MissingMetricError(InvalidInputError):
@@ -67,10 +73,36 @@ class StudyFailedError(ModelyardError):
 # -- inside a trial ---------------------------------------------------------------------
 
 
+Reporter = Callable[[float, int], None]
+# (metric, reporter) of a runtime that runs the trial in this process (Ray Tune).
+_in_process: tuple[str, Reporter] | None = None
+
+
+@contextmanager
+def reporting_to(metric: str, reporter: Reporter) -> Iterator[None]:
+    """Within the block, :func:`report` logs ``metric`` and hands each point to
+    ``reporter`` instead of an Optuna trial: for runtimes that run a trial in the
+    calling process and decide pruning themselves (Ray Tune's schedulers)."""
+    global _in_process
+    previous, _in_process = _in_process, (metric, reporter)
+    try:
+        yield
+    finally:
+        _in_process = previous
+
+
 def report(value: float, step: int) -> None:
     """Report the metric at ``step`` (e.g. an epoch): logged to the trial's MLflow run
     and, in a search with a pruner, given to it; raises ``optuna.TrialPruned`` when the
-    trial should stop. Outside a search it only logs."""
+    trial should stop (under Ray Tune, Tune's scheduler stops the trial itself). Outside
+    a search it only logs."""
+    if _in_process is not None:
+        metric, reporter = _in_process
+        tracking.log_metric(metric, value, step)
+        # A trial Tune's scheduler stops ends without warning: its points are written now.
+        tracking.flush()
+        reporter(value, step)
+        return
     tracking.log_metric(_trial_metric(), value, step)
     trial = _current_trial()
     if trial is None:
@@ -118,6 +150,9 @@ class TuneContext:
             objective must return the metric).
         project: The project whose experiment holds the runs.
         env: Extra environment for every trial (e.g. secrets).
+        ray_address: The Ray a search on the ``ray`` runtime uses (see
+            ``Settings.ray_address``); None: Ray already initialised in this process,
+            else a local Ray started for the search.
     """
 
     storage_url: str
@@ -125,13 +160,20 @@ class TuneContext:
     tracking: TrackingConfig | None
     project: str = "default"
     env: dict[str, str] | None = None
+    ray_address: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, project: str = "default") -> TuneContext:
         """The embedded defaults (or the configured stores): the study in the settings'
         tuning storage, trials' folders in the home, runs where this process logs."""
         config = TrackingConfig.current() if tracking.mlflow_available() else None
-        return cls(settings.resolved_tuning_storage_url, settings.home / "tuning", config, project)
+        return cls(
+            settings.resolved_tuning_storage_url,
+            settings.home / "tuning",
+            config,
+            project,
+            ray_address=settings.ray_address,
+        )
 
 
 def tune(
@@ -139,16 +181,36 @@ def tune(
     context: TuneContext,
     on_trial: Callable[[TrialOut], None] | None = None,
     cancel: threading.Event | None = None,
+    runtime: TuneRuntime = "local",
 ) -> TuneResult:
     """Run the search until the study has ``spec.trials`` finished trials.
 
     A trial that fails is recorded as failed and the search goes on; an objective that
     does not produce the metric stops the search (every trial would fail the same way).
 
+    Args:
+        spec: The search.
+        context: Where the study, the trials' folders and the runs go.
+        on_trial: Called with each trial as it ends.
+        cancel: Set to stop the search (running trials stop; a local study continues
+            from there when run again).
+        runtime: ``local`` (Optuna, trials as gangs on this machine) or ``ray`` (a Ray
+            Tune experiment; see ``modelyard.runtimes.ray.tune``).
+
     Raises:
+        InvalidInputError: an unknown runtime.
         MissingMetricError: the objective never returns nor logs ``spec.metric``.
         StudyFailedError: every trial failed.
     """
+    if runtime == "ray":
+        from modelyard.runtimes.ray.tune import tune_on_ray
+
+        return tune_on_ray(spec, context, on_trial, cancel)
+    if runtime != "local":
+        raise InvalidInputError(
+            f"unknown tuning runtime {runtime!r}; available: {', '.join(RUNTIMES)}",
+            code="tune/unknown_runtime",
+        )
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -253,10 +315,11 @@ class _Search:
         self.cancel = cancel or threading.Event()
         self.owner = new_owner()
         self._last_beat = time.monotonic()
-        self.distributions = {name: _distribution(d) for name, d in spec.space.items()}
-        self.owns_parent = True
-        self.lineage: dict[str, str] = {}
-        self.parent_run = self._parent_run()
+        self.distributions = {name: optuna_distribution(d) for name, d in spec.space.items()}
+        known = study.user_attrs.get("mlflow_run_id")
+        self.study_run = open_study_run(spec, context, known if isinstance(known, str) else None)
+        if self.study_run.owned and self.study_run.run_id not in (None, known):
+            study.set_user_attr("mlflow_run_id", self.study_run.run_id)
         self.missing_metric: str | None = None
 
     def run(self) -> TuneResult:
@@ -384,83 +447,22 @@ class _Search:
             if cause is not None and cause.error_type == PRUNED:
                 return TrialState.PRUNED, None, cause.message or "pruned"
             return TrialState.FAIL, None, result.reason
-        value = _metric_from(result.result, self.spec.metric)
-        if value is None and run_id is not None and self.context.tracking is not None:
-            logged = self.context.tracking.client().get_run(run_id).data.metrics
-            value = logged.get(self.spec.metric)
-            if value is None:
-                self.missing_metric = _missing(self.spec.metric, result.result, sorted(logged))
-        elif value is None:
-            self.missing_metric = _missing(self.spec.metric, result.result, [])
+        value, problem = judge_value(self.spec, self.context, result.result, run_id)
         if value is None:
-            return TrialState.FAIL, None, self.missing_metric or ""
-        if not math.isfinite(value):
-            return TrialState.FAIL, None, f"{self.spec.metric} is {value} (diverged?)"
+            self.missing_metric = problem
+            return TrialState.FAIL, None, problem
+        if problem:
+            return TrialState.FAIL, None, problem
         return TrialState.COMPLETE, value, ""
 
     # -- MLflow ---------------------------------------------------------------------------
 
-    def _parent_run(self) -> str | None:
-        """The study's run: the MLflow run active here (a tracked pipeline task tuning),
-        whose lineage tags the trials inherit, else a run of the study's own, kept in the
-        study so that a continued search reuses it."""
-        config = self.context.tracking
-        if config is None or not tracking.mlflow_available():
-            return None
-        import mlflow
-
-        active = mlflow.active_run()
-        if active is not None:
-            self.owns_parent = False
-            self.lineage = {
-                key: value
-                for key, value in active.data.tags.items()
-                if key in tracking.LINEAGE_TAGS and key != tracking.CODE_VERSION
-            }
-            return str(active.info.run_id)
-        from mlflow.exceptions import MlflowException
-
-        known = self.study.user_attrs.get("mlflow_run_id")
-        tags = {tracking.PROJECT: self.context.project, STUDY_TAG: self.spec.study}
-        name = f"tune {self.spec.study}"
-        try:
-            run_id = tracking.open_run(config, self.context.project, name, tags, run_id=known)
-        except MlflowException:  # the study's run was deleted: it gets a new one
-            known = None
-            run_id = tracking.open_run(config, self.context.project, name, tags)
-        if known is None:
-            self.study.set_user_attr("mlflow_run_id", run_id)
-        config.client().log_batch(
-            run_id,
-            params=_params(
-                {
-                    "metric": self.spec.metric,
-                    "direction": self.spec.direction,
-                    "entrypoint": self.spec.entrypoint,
-                }
-            ),
-        )
-        return run_id
-
     def _child_run(self, trial: optuna.trial.Trial) -> str | None:
-        config = self.context.tracking
-        if config is None or self.parent_run is None:
-            return None
-        tags = {
-            tracking.PROJECT: self.context.project,
-            **self.lineage,
-            STUDY_TAG: self.spec.study,
-            TRIAL_TAG: str(trial.number),
-        }
-        run_id = tracking.open_run(
-            config,
-            self.lineage.get(tracking.PROJECT, self.context.project),
-            f"{self.spec.study}-{trial.number}",
-            tags,
-            parent_run_id=self.parent_run,
+        run_id = open_trial_run(
+            self.spec, self.context, self.study_run, trial.number, dict(trial.params)
         )
-        trial.set_user_attr("mlflow_run_id", run_id)
-        config.client().log_batch(run_id, params=_params({**self.spec.params, **trial.params}))
+        if run_id is not None:
+            trial.set_user_attr("mlflow_run_id", run_id)
         return run_id
 
     def _close(self, run_id: str, status: str) -> None:
@@ -472,36 +474,17 @@ class _Search:
 
         trials = [self._out(t) for t in self.study.get_trials(deepcopy=False)]
         complete = [t for t in trials if t.state == TrialState.COMPLETE.name.lower()]
-        best = None
-        if complete:
-            best = self._out(self.study.best_trial)
-            if self.parent_run is not None and self.context.tracking is not None:
-                client = self.context.tracking.client()
-                client.log_metric(self.parent_run, f"best_{self.spec.metric}", best.value or 0.0)
-                client.set_tag(self.parent_run, "modelyard.best_trial", str(best.number))
-                client.set_tag(self.parent_run, "modelyard.best_run", best.mlflow_run_id or "")
-        result = TuneResult(
-            study=self.spec.study,
-            metric=self.spec.metric,
-            direction=self.spec.direction,
-            trials=trials,
-            best=best,
-            mlflow_run_id=self.parent_run,
+        best = self._out(self.study.best_trial) if complete else None
+        return conclude(
+            self.spec,
+            self.context,
+            self.study_run,
+            trials,
+            best,
+            ended=len(trials) >= self.spec.trials or self.missing_metric is not None,
+            cancelled=self.cancel.is_set(),
+            missing_metric=self.missing_metric,
         )
-        if self.owns_parent and self.parent_run is not None and self.context.tracking is not None:
-            ended = len(trials) >= self.spec.trials or self.missing_metric is not None
-            if ended or self.cancel.is_set():
-                status = "FINISHED" if best is not None else "FAILED"
-                self.context.tracking.client().set_terminated(self.parent_run, status=status)
-        if self.missing_metric is not None:
-            raise MissingMetricError(self.missing_metric, details={"study": self.spec.study})
-        if best is None and not self.cancel.is_set():
-            reasons = sorted({t.reason for t in trials if t.reason})
-            raise StudyFailedError(
-                f"every trial of {self.spec.study!r} failed: " + "; ".join(reasons[:3]),
-                details={"study": self.spec.study},
-            )
-        return result
 
     @staticmethod
     def _out(trial: optuna.trial.FrozenTrial) -> TrialOut:
@@ -519,6 +502,149 @@ class _Search:
         )
 
 
+# -- shared by the runtimes: the study's and trials' MLflow runs, the verdict -------------
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """The study's MLflow run (None when untracked) and what its trials' runs inherit.
+
+    Args:
+        run_id: The run.
+        owned: Whether the search opened it (else it is a tracked task's run, which the
+            search must not end).
+        lineage: Lineage tags of a tracked task's run, copied onto the trials' runs.
+    """
+
+    run_id: str | None
+    owned: bool = True
+    lineage: dict[str, str] | None = None
+
+
+def open_study_run(spec: TuneSpec, context: TuneContext, known: str | None) -> StudyRun:
+    """The study's run: the MLflow run active here (a tracked pipeline task tuning),
+    whose lineage tags the trials inherit, else ``known`` (the study's run from an earlier
+    search of it) opened again, else a new run of the study's own."""
+    config = context.tracking
+    if config is None or not tracking.mlflow_available():
+        return StudyRun(None)
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        lineage = {
+            key: value
+            for key, value in active.data.tags.items()
+            if key in tracking.LINEAGE_TAGS and key != tracking.CODE_VERSION
+        }
+        return StudyRun(str(active.info.run_id), owned=False, lineage=lineage)
+    from mlflow.exceptions import MlflowException
+
+    tags = {tracking.PROJECT: context.project, STUDY_TAG: spec.study}
+    name = f"tune {spec.study}"
+    try:
+        run_id = tracking.open_run(config, context.project, name, tags, run_id=known)
+    except MlflowException:  # the study's run was deleted: it gets a new one
+        run_id = tracking.open_run(config, context.project, name, tags)
+    config.client().log_batch(
+        run_id,
+        params=mlflow_params(
+            {"metric": spec.metric, "direction": spec.direction, "entrypoint": spec.entrypoint}
+        ),
+    )
+    return StudyRun(run_id)
+
+
+def open_trial_run(
+    spec: TuneSpec, context: TuneContext, study: StudyRun, number: int, sampled: dict[str, Any]
+) -> str | None:
+    """A trial's run, a child of the study's, with its parameters; None when untracked."""
+    config = context.tracking
+    if config is None or study.run_id is None:
+        return None
+    lineage = study.lineage or {}
+    tags = {
+        tracking.PROJECT: context.project,
+        **lineage,
+        STUDY_TAG: spec.study,
+        TRIAL_TAG: str(number),
+    }
+    run_id = tracking.open_run(
+        config,
+        lineage.get(tracking.PROJECT, context.project),
+        f"{spec.study}-{number}",
+        tags,
+        parent_run_id=study.run_id,
+    )
+    config.client().log_batch(run_id, params=mlflow_params({**spec.params, **sampled}))
+    return run_id
+
+
+def judge_value(
+    spec: TuneSpec, context: TuneContext, result: Any, run_id: str | None
+) -> tuple[float | None, str]:
+    """A finished trial's metric: returned by the objective, else logged to its run.
+    Returns (value, "") when usable; (None, why) when the objective never produced it
+    (the search stops); (value, why) when it is not finite (the trial fails)."""
+    value = metric_from(result, spec.metric)
+    if value is None and run_id is not None and context.tracking is not None:
+        logged = context.tracking.client().get_run(run_id).data.metrics
+        value = logged.get(spec.metric)
+        if value is None:
+            return None, missing_metric(spec.metric, result, sorted(logged))
+    elif value is None:
+        return None, missing_metric(spec.metric, result, [])
+    if not math.isfinite(value):
+        return value, f"{spec.metric} is {value} (diverged?)"
+    return value, ""
+
+
+def conclude(
+    spec: TuneSpec,
+    context: TuneContext,
+    study: StudyRun,
+    trials: list[TrialOut],
+    best: TrialOut | None,
+    *,
+    ended: bool,
+    cancelled: bool,
+    missing_metric: str | None,
+) -> TuneResult:
+    """The search's result: the best trial noted on the study's run, which ends when
+    the search has (unless a tracked task owns it).
+
+    Raises:
+        MissingMetricError: the objective never produced the metric.
+        StudyFailedError: every trial failed (and the search was not cancelled).
+    """
+    config = context.tracking
+    if best is not None and study.run_id is not None and config is not None:
+        client = config.client()
+        client.log_metric(study.run_id, f"best_{spec.metric}", best.value or 0.0)
+        client.set_tag(study.run_id, "modelyard.best_trial", str(best.number))
+        client.set_tag(study.run_id, "modelyard.best_run", best.mlflow_run_id or "")
+    result = TuneResult(
+        study=spec.study,
+        metric=spec.metric,
+        direction=spec.direction,
+        trials=trials,
+        best=best,
+        mlflow_run_id=study.run_id,
+    )
+    if study.owned and study.run_id is not None and config is not None and (ended or cancelled):
+        status = "FINISHED" if best is not None else "FAILED"
+        config.client().set_terminated(study.run_id, status=status)
+    if missing_metric is not None:
+        raise MissingMetricError(missing_metric, details={"study": spec.study})
+    if best is None and not cancelled:
+        reasons = sorted({t.reason for t in trials if t.reason})
+        raise StudyFailedError(
+            f"every trial of {spec.study!r} failed: " + "; ".join(reasons[:3]),
+            details={"study": spec.study},
+        )
+    return result
+
+
 def _default_reason(trial: optuna.trial.FrozenTrial) -> str:
     from optuna.trial import TrialState
 
@@ -526,7 +652,8 @@ def _default_reason(trial: optuna.trial.FrozenTrial) -> str:
     return "its search process stopped" if trial.state == TrialState.FAIL else ""
 
 
-def _metric_from(result: Any, metric: str) -> float | None:
+def metric_from(result: Any, metric: str) -> float | None:
+    """The metric in an objective's return value (a number, or a dict holding it)."""
     if isinstance(result, bool):
         return None
     if isinstance(result, int | float):
@@ -536,7 +663,7 @@ def _metric_from(result: Any, metric: str) -> float | None:
     return None
 
 
-def _missing(metric: str, result: Any, logged: list[str]) -> str:
+def missing_metric(metric: str, result: Any, logged: list[str]) -> str:
     returned = sorted(result) if isinstance(result, dict) else type(result).__name__
     return (
         f"the objective never produced metric {metric!r}: it returned {returned} and "
@@ -545,13 +672,13 @@ def _missing(metric: str, result: Any, logged: list[str]) -> str:
     )
 
 
-def _params(values: dict[str, Any]) -> list[Any]:
+def mlflow_params(values: dict[str, Any]) -> list[Any]:
     from mlflow.entities import Param
 
     return [Param(key, str(value)[:6000]) for key, value in values.items()]
 
 
-def _distribution(spec: Distribution) -> optuna.distributions.BaseDistribution:
+def optuna_distribution(spec: Distribution) -> optuna.distributions.BaseDistribution:
     import optuna
 
     if spec.kind == "choice":
