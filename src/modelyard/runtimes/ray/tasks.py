@@ -41,6 +41,7 @@ import ray.exceptions
 
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
 from modelyard.runtimes.local.worker import run_job
+from modelyard.runtimes.ray.connect import connect
 
 if TYPE_CHECKING:
     from modelyard.config import Settings
@@ -118,19 +119,7 @@ class RayRuntime:
         self.supports_gang_scheduling = False
         self.poll_seconds = poll_seconds
         self.stop_grace = stop_grace
-        self.started_ray = False
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        if not ray.is_initialized():
-            if address is None:
-                ray.init(
-                    num_cpus=num_cpus or os.cpu_count() or 1,
-                    include_dashboard=False,
-                    log_to_driver=False,  # a job's output goes to its attempt's log
-                    logging_level=logging.ERROR,
-                )
-            else:
-                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-            self.started_ray = True
+        self.started_ray = connect(address, num_cpus)
         self._task = ray.remote(num_returns="streaming", max_retries=0, retry_exceptions=False)(
             _execute
         )
