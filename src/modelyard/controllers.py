@@ -74,6 +74,7 @@ class ControlPlane:
             capacity=self.settings.max_active_jobs,
             poll_seconds=self.settings.executor_poll_seconds,
             tracking_config=TrackingConfig.from_settings(self.settings),
+            settings=self.settings,
         )
         self.jobs.start()
         self.scheduler.start()

@@ -5,15 +5,22 @@ failure policy decides as on this machine."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 from modelyard.cli.main import main
+from modelyard.config import Settings
 from modelyard.runtimes.ray.train import RayGangLauncher
 from modelyard.specs.training import FailurePolicy, TrainingJobSpec
+from modelyard.store.db import session_factory, transaction
+from modelyard.store.models import Project
+from modelyard.training import jobs
+from modelyard.training.executor import JobExecutor
 from modelyard.training.launch import GangLauncher, GangOutcome
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -107,3 +114,33 @@ def test_the_command_runs_a_job_on_ray_train(
     assert [a["outcome"] for a in detail["attempts"]] == ["succeeded"]
     assert main(["train", "logs", done["job_id"], "--rank", "1"]) == 0
     assert "attempt-1 · rank-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_the_executor_runs_a_job_on_the_runtime_its_spec_names(
+    ray_runtime: object, engine: Engine, tmp_path: Path
+) -> None:
+    """A job queued through the API names its runtime; the job executor of `modelyard
+    up` runs it there (here: Ray Train on the session's Ray)."""
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        project = Project(name="ml")
+        session.add(project)
+        session.flush()
+        spec = job(f"{T}:all_reduce", workers=2, runtime="ray")
+        job_id = jobs.submit(session, project.id, spec, tmp_path / "jobs", "ana").id
+    executor = JobExecutor(sessions, lambda _p, _n: {}, poll_seconds=0.1, settings=Settings())
+    executor.start()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                done = jobs.find(session, job_id)
+                if done.state not in (jobs.QUEUED, jobs.RUNNING):
+                    break
+            time.sleep(0.2)
+    finally:
+        executor.stop()
+    assert done.state == "succeeded", done.reason
+    assert done.result["sum"] == 3.0
+    assert (Path(done.workdir) / "ray").is_dir()  # Ray Train's storage: it ran there

@@ -4,7 +4,6 @@ server (MODELYARD_URL)."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -35,7 +34,8 @@ from modelyard.specs.training import FailurePolicy, TrainingJobDetail, TrainingJ
 from modelyard.store.db import opened_engine, session_factory, transaction
 from modelyard.store.models import TrainingJob
 from modelyard.training import jobs
-from modelyard.training.launch import GangAttempt, GangLauncher, GangOutcome
+from modelyard.training.launch import GangAttempt, GangOutcome
+from modelyard.training.launchers import launcher_for
 from modelyard.training.tracking import TrackingConfig
 
 train_app = typer.Typer(help="Training jobs: gangs of worker processes.", no_args_is_help=True)
@@ -59,16 +59,18 @@ def submit(
     secret: Annotated[list[str] | None, typer.Option(help="A project secret to inject.")] = None,
     runtime: Annotated[
         str,
-        typer.Option(help="local (processes here) or ray (Ray Train; MODELYARD_RAY_ADDRESS)"),
+        typer.Option(
+            help="local (processes), ray (Ray Train; MODELYARD_RAY_ADDRESS) or kubernetes "
+            "(a TrainJob or PyTorchJob; MODELYARD_KUBERNETES_VALUES)"
+        ),
     ] = "local",
     project: ProjectOption = DEFAULT_PROJECT,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Run a training job here: the gang starts, is restarted per the failure policy,
-    and this waits for the end. With --runtime ray its workers are Ray Train workers
-    (on a local Ray, or the cluster MODELYARD_RAY_ADDRESS names)."""
-    if runtime not in ("local", "ray"):
-        raise InvalidInputError(f"--runtime is local or ray, not {runtime!r}", code="job/invalid")
+    """Run a training job here, or on the server MODELYARD_URL names: the gang starts, is
+    restarted per the failure policy, and this waits for the end. With --runtime ray its
+    workers are Ray Train workers (a local Ray, or the cluster MODELYARD_RAY_ADDRESS
+    names); with --runtime kubernetes, a Kubeflow TrainJob or PyTorchJob."""
     try:
         spec = TrainingJobSpec(
             name=name or _default_name(entrypoint),
@@ -78,6 +80,7 @@ def submit(
             workers=workers,
             timeout=timedelta(seconds=timeout) if timeout else None,
             secrets=tuple(secret or ()),
+            runtime=runtime,
             failure_policy=FailurePolicy(
                 backoff_limit=backoff_limit,
                 retry_on_exit_codes=tuple(retry_on_exit_code or ()),
@@ -88,12 +91,6 @@ def submit(
         raise invalid_spec("training job", exc, "job/invalid") from exc
     started = time.monotonic()
     api = remote_client()
-    if api is not None and runtime != "local":
-        raise InvalidInputError(
-            "--runtime ray runs a job from this machine; a server (MODELYARD_URL) runs its "
-            "jobs on its own executor",
-            code="job/invalid",
-        )
     if api is not None:
         with api:
             job_id = api.submit_job(project, spec).id
@@ -141,7 +138,7 @@ def submit(
                 env=env,
                 on_attempt=show,
                 tracking_config=TrackingConfig.from_settings(settings),
-                launcher=_launcher(runtime, settings),
+                launcher=launcher_for(spec.runtime, settings, project),
             )
     _finish(
         job_id,
@@ -152,14 +149,6 @@ def submit(
         started,
         output,
     )
-
-
-def _launcher(runtime: str, settings: Settings) -> jobs.LauncherFactory:
-    if runtime == "local":
-        return GangLauncher
-    from modelyard.runtimes.ray.train import RayGangLauncher
-
-    return functools.partial(RayGangLauncher, address=settings.ray_address)
 
 
 def _finish(

@@ -57,6 +57,9 @@ class TrainingJobSpec(Spec):
         checkpoint_dir: Where workers save checkpoints (``MODELYARD_CHECKPOINT_DIR``);
             default: a folder of the job's own.
         failure_policy: What a failure leads to.
+        runtime: Where the gang runs: ``local`` (processes on the executor's machine),
+            ``ray`` (Ray Train workers) or ``kubernetes`` (a Kubeflow TrainJob or
+            PyTorchJob, as the platform's values choose).
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -70,6 +73,7 @@ class TrainingJobSpec(Spec):
     secrets: tuple[str, ...] = ()
     checkpoint_dir: str | None = None
     failure_policy: FailurePolicy = FailurePolicy()
+    runtime: Literal["local", "ray", "kubernetes"] = "local"
 
     @property
     def is_script(self) -> bool:

@@ -16,12 +16,15 @@ from collections.abc import Callable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelyard.config import Settings
 from modelyard.pipelines.runs import new_owner, owner_gone
 from modelyard.polling import Poller
 from modelyard.specs.training import TrainingJobSpec
 from modelyard.store.db import transaction
-from modelyard.store.models import TrainingJob
+from modelyard.store.models import Project, TrainingJob
 from modelyard.training import jobs
+from modelyard.training.launch import GangLauncher
+from modelyard.training.launchers import launcher_for
 from modelyard.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ class JobExecutor(Poller):
         capacity: Jobs run at once.
         poll_seconds: How often the store is asked for jobs.
         tracking_config: Where jobs' MLflow runs go; None runs them untracked.
+        settings: Where jobs of other runtimes than ``local`` run (Ray's address, the
+            Kubernetes values); None runs every job here.
     """
 
     def __init__(
@@ -48,8 +53,10 @@ class JobExecutor(Poller):
         capacity: int = 1,
         poll_seconds: float = 1.0,
         tracking_config: TrackingConfig | None = None,
+        settings: Settings | None = None,
     ) -> None:
         super().__init__("modelyard-jobs", poll_seconds, capacity)
+        self.settings = settings
         self.sessions = sessions
         self.secrets = secrets
         self.capacity = capacity
@@ -117,13 +124,21 @@ class JobExecutor(Poller):
                 job = jobs.find(session, job_id)
                 spec = TrainingJobSpec.model_validate(job.spec)
                 project_id = job.project_id
+                project = session.get(Project, project_id)
+                project_name = project.name if project is not None else project_id
             env = self.secrets(project_id, spec.secrets)
+            launcher = (
+                launcher_for(spec.runtime, self.settings, project_name)
+                if self.settings is not None
+                else GangLauncher
+            )
             result = jobs.run_here(
                 self.sessions,
                 job_id,
                 env=env,
                 stop=self.stopping,
                 tracking_config=self.tracking_config,
+                launcher=launcher,
             )
             logger.info("job %s is %s: %s", job_id, result.outcome.value, result.reason)
         except Exception:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,9 +31,16 @@ logger = logging.getLogger(__name__)
 QUEUED = "queued"
 RUNNING = "running"
 
+class Launcher(Protocol):
+    """Runs a job's gang to its end: restarts, attempts and outcome."""
+
+    def run(self) -> JobResult: ...
+
+
 # Makes the launcher of a job's gang: (spec, workdir, env=, cancel=, on_attempt=), as
-# GangLauncher (this machine) or modelyard.runtimes.ray.train.RayGangLauncher.
-LauncherFactory = Callable[..., GangLauncher]
+# GangLauncher (this machine), modelyard.runtimes.ray.train.RayGangLauncher or
+# modelyard.runtimes.kubernetes.trainjobs.KubernetesGangLauncher.
+LauncherFactory = Callable[..., Launcher]
 
 
 class JobNotFoundError(NotFoundError):

@@ -54,6 +54,8 @@ class LocalKubelet:
         # deadline (by name prefix); the others are available at once (no pods run).
         self.starting: set[str] = set()
         self.stuck: set[str] = set()
+        # The status an operator would write on a custom resource, by object name.
+        self.statuses: dict[str, Manifest] = {}
         self.objects_by_key: dict[tuple[str, str, str, str], Manifest] = {}
         self.applied: list[Manifest] = []
         self._pods: dict[str, _Pod] = {}
@@ -80,6 +82,8 @@ class LocalKubelet:
             return {**obj, "status": self._job_status(name)}
         if kind == "Deployment":
             return {**obj, "status": self._deployment_status(obj)}
+        if name in self.statuses:
+            return {**obj, "status": self.statuses[name]}
         return obj
 
     def objects(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Manifest]:
