@@ -400,6 +400,9 @@ def run_demo(home: Path, keep: bool = False) -> dict[str, Any]:
 
     step(10, "serving: deploy, canary, automatic rollback, shadow")
     facts.update(serve_taxi_model(executable, env, home, token, keep))
+
+    step(11, "on a cluster: the same work as Kubernetes objects (modelyard render)")
+    facts["kubernetes"] = render_for_kubernetes(executable, env, home)
     facts.update(home=home, url=url, seconds=time.monotonic() - started)
     return facts
 
@@ -716,6 +719,40 @@ def wait_for_shadow(executable: Path, remote: dict[str, str]) -> int:
     raise DemoError("the shadow received no traffic within 60 s")
 
 
+def render_for_kubernetes(executable: Path, env: dict[str, str], home: Path) -> str:
+    """What `helm install` and the controllers would put on a cluster for this demo:
+    the platform, the taxi pipeline's task Jobs and schedule, and the deployment."""
+    folder = home / "kubernetes"
+    folder.mkdir(parents=True, exist_ok=True)
+    deployment = folder / "deployment-spec.json"
+    deployment.write_text(
+        json.dumps(
+            {
+                "name": DEPLOYMENT,
+                "variants": [{"name": "primary", "model": "models:/taxi-fare@champion"}],
+                "scaling": {"min_replicas": 2, "max_replicas": 8, "target_inflight": 4},
+            }
+        )
+    )
+    renders = {
+        "platform.yaml": ["render", "platform"],
+        "taxi-pipeline.yaml": ["render", "pipeline", f"{TAXI_PIPELINE}:taxi", "-p", DEPLOY_PROJECT],
+        "taxi-deployment.yaml": ["render", "deployment", str(deployment), "-p", DEPLOY_PROJECT],
+    }
+    rows, total = [], 0
+    for name, args in renders.items():
+        text = cli(executable, env, *args, capture=True)
+        (folder / name).write_text(text)
+        kinds = [
+            line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("kind:")
+        ]
+        counts = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
+        rows.append((name, len(kinds), ", ".join(f"{n} {k}" for k, n in counts.items())))
+        total += len(kinds)
+    console.print(table(f"modelyard render -> {folder}", ("file", "objects", "kinds"), rows))
+    return f"{total} objects in {folder} (platform, pipeline Jobs and CronJob, deployment)"
+
+
 def cli(executable: Path, env: dict[str, str], *args: str, capture: bool = False) -> str:
     """Run a ``modelyard`` command; live on the console unless its output is wanted."""
     done = subprocess.run(  # noqa: S603  (our own executable)
@@ -765,6 +802,7 @@ def summary(facts: dict[str, Any], kept: bool) -> Panel:
         f"backfill      {facts['backfill']}",
         f"training      {facts['training']}",
         f"serving       {facts['serving']}",
+        f"kubernetes    {facts['kubernetes']}",
         f"took          {facts['seconds']:.1f} s",
     ]
     if kept:

@@ -77,6 +77,8 @@ def test_the_demo_runs_every_step(demo: DemoRun) -> None:
         "shadow: ",
         "live traffic through the router",
         "promoted by canary, a broken release rolled back on its own",
+        "11. on a cluster: the same work as Kubernetes objects (modelyard render)",
+        "9 Job, 1 CronJob",
         "demo finished: every step worked",
     ):
         assert expected in demo.out, f"{expected!r} missing from:\n{demo.out}"
@@ -92,6 +94,8 @@ def test_the_demo_keeps_a_chosen_home(demo: DemoRun) -> None:
     assert "Application shutdown complete" in (demo.home / "server.log").read_text()
     # init ran with --no-login: the demo stores no credentials, not even in its own home.
     assert not (demo.home / "credentials.json").exists()
+    rendered = (demo.home / "kubernetes" / "taxi-deployment.yaml").read_text()
+    assert "kind: HorizontalPodAutoscaler" in rendered
 
 
 def test_the_server_exits_0_on_sigterm(demo: DemoRun) -> None:

@@ -7,6 +7,10 @@ SQLite), in the same run on the same machine. Worker and server start-up are exc
 on both sides by a warm-up flow.
 
     .venv/bin/python benchmarks/dispatch/run.py [--tasks 500] [--workers 2] [--no-prefect]
+        [--runtime local|ray]
+
+With ``--runtime ray`` modelyard's tasks are Ray tasks on a local Ray (started by the
+warm-up, so its start-up is excluded too).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ PREFECT_PINS = ("prefect==3.8.8", "fastapi==0.150.0")  # 3.8.8 needs this fastap
 console = Console()
 
 
-def run_modelyard(tasks: int, workers: int) -> dict[str, float]:
+def run_modelyard(tasks: int, workers: int, runtime: str) -> dict[str, float]:
     os.environ["BENCH_TASKS"] = str(tasks)
     sys.path.insert(0, str(HERE.parent.parent))
     from benchmarks.dispatch import dags
@@ -39,12 +43,14 @@ def run_modelyard(tasks: int, workers: int) -> dict[str, float]:
     timings: dict[str, float] = {}
     with bench_engine(workers) as (engine, project_id):
         # Warm-up: start the workers and import the task module in them.
-        warm = engine.create_run(project_id, dags.warm_up.spec("dags.py:warm_up"), {})
+        warm = engine.create_run(
+            project_id, dags.warm_up.spec("dags.py:warm_up"), {}, runtime=runtime
+        )
         engine.execute(warm)
         for shape in (dags.fan_out, dags.chain):
             spec = shape.spec(f"benchmarks/dispatch/dags.py:{shape.name}")
             started = time.perf_counter()
-            run_id = engine.create_run(project_id, spec, {})
+            run_id = engine.create_run(project_id, spec, {}, runtime=runtime)
             state = engine.execute(run_id)
             timings[shape.name] = time.perf_counter() - started
             if state != "succeeded":
@@ -100,17 +106,19 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-prefect", action="store_true")
+    parser.add_argument("--runtime", choices=("local", "ray"), default="local")
     args = parser.parse_args()
 
-    with console.status(f"modelyard: {args.tasks} tasks, fan-out then chain"):
-        ours = run_modelyard(args.tasks, args.workers)
+    with console.status(f"modelyard ({args.runtime}): {args.tasks} tasks, fan-out then chain"):
+        ours = run_modelyard(args.tasks, args.workers, args.runtime)
     theirs: dict[str, float | str] = {}
     if not args.no_prefect:
         with console.status(f"Prefect: {args.tasks} tasks, fan-out then chain"):
             theirs = run_prefect(args.tasks)
 
     table = Table(title=f"dispatch overhead, {args.tasks} no-op tasks (ms per task)")
-    for column in ("shape", "modelyard", f"Prefect {theirs.get('version', '-')}", "ratio"):
+    ours_name = f"modelyard ({args.runtime})"
+    for column in ("shape", ours_name, f"Prefect {theirs.get('version', '-')}", "ratio"):
         table.add_column(column, justify="right")
     for shape in ("fan_out", "chain"):
         mine = ours[shape] / args.tasks * 1000
