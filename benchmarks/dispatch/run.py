@@ -125,7 +125,8 @@ def main() -> None:
         other = theirs.get(shape)
         if isinstance(other, float):
             peer = other / args.tasks * 1000
-            table.add_row(shape, f"{mine:.2f}", f"{peer:.2f}", f"{peer / mine:.2f}x faster")
+            ratio = f"{peer / mine:.2f}x faster" if peer >= mine else f"{mine / peer:.2f}x slower"
+            table.add_row(shape, f"{mine:.2f}", f"{peer:.2f}", ratio)
         else:
             table.add_row(shape, f"{mine:.2f}", "-", "-")
     console.print(table)

@@ -9,9 +9,9 @@ The engine holds the run's lease while it drives it, so it is the only writer of
 run's task runs: it keeps their states in memory (written through to the store) and
 each step reads only the few rows in play, whatever the size of the run.
 
-Tasks run on their run's runtime (the local warm worker pool, or Ray) through one
-entrypoint, ``modelyard.pipelines.execute:run_attempt``; values travel between tasks as
-artifact references, so the engine never holds a task's data.
+Tasks run on their run's runtime (the local warm worker pool, Ray, or Kubernetes Jobs)
+through one entrypoint, ``modelyard.pipelines.execute:run_attempt``; values travel
+between tasks as artifact references, so the engine never holds a task's data.
 """
 
 from __future__ import annotations
