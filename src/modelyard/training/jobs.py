@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 QUEUED = "queued"
 RUNNING = "running"
 
+
 class Launcher(Protocol):
     """Runs a job's gang to its end: restarts, attempts and outcome."""
 
