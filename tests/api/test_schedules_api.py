@@ -241,4 +241,4 @@ def test_a_run_on_an_unknown_runtime_is_refused(platform: Platform, eddie: str) 
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "runtime/unknown"
-    assert error["message"] == "unknown runtime 'mars'; available: local"
+    assert error["message"] == "unknown runtime 'mars'; available: kubernetes, local, ray"
