@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         "(a cluster this machine is part of), 'ray://host:10001' (Ray Client); "
         "unset: a local Ray started on first use.",
     )
+    platform_namespace: str = Field(
+        default="modelyard",
+        description="The namespace of the platform's API and controllers on Kubernetes: "
+        "each project's namespace binds their ServiceAccounts there.",
+    )
     kubernetes_values: Path | None = Field(
         default=None,
         description="The platform's values file; its 'workloads' section places the pods "

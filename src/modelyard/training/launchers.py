@@ -27,5 +27,6 @@ def launcher_for(runtime: str, settings: Settings, project: str) -> LauncherFact
             settings=load_cluster_settings(settings.kubernetes_values),
             cluster=KubeCluster.from_environment(),
             project=project,
+            platform_namespace=settings.platform_namespace,
         )
     return GangLauncher

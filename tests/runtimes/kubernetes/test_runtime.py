@@ -50,6 +50,7 @@ def k8s(engine: Engine, kubelet: LocalKubelet, tmp_path: Path) -> Iterator[Runne
         ClusterSettings(artifacts=ArtifactStorage(url=store.url, credentials_secret=None)),
         cluster=kubelet,
         poll_seconds=0.05,
+        platform_namespace="ml-platform",
     )
     run_engine = RunEngine(
         sessions,
@@ -84,6 +85,8 @@ def test_a_pipeline_runs_as_one_job_per_task_attempt(k8s: Runner, kubelet: Local
         assert job["metadata"]["namespace"] == "modelyard-fraud"
     kinds = {obj["kind"] for obj in kubelet.applied}
     assert {"Namespace", "ResourceQuota", "LimitRange"} <= kinds  # the project, first
+    bindings = [obj for obj in kubelet.applied if obj["kind"] == "RoleBinding"]
+    assert {s["namespace"] for b in bindings for s in b["subjects"]} == {"ml-platform"}
     assert not [key for key in kubelet.objects_by_key if key[1] == "Job"]  # read, then deleted
     with k8s.sessions() as session:
         attempt = session.scalars(

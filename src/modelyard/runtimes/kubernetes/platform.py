@@ -327,7 +327,13 @@ def controllers_deployment(values: PlatformValues) -> Manifest:
     pod["terminationGracePeriodSeconds"] = 60
     # The controllers place runs with runtime "kubernetes" as the values' workloads say.
     (container,) = pod["containers"]
-    container["env"].append({"name": "MODELYARD_KUBERNETES_VALUES", "value": WORKLOADS_FILE})
+    container["env"] += [
+        {"name": "MODELYARD_KUBERNETES_VALUES", "value": WORKLOADS_FILE},
+        {
+            "name": "MODELYARD_PLATFORM_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+    ]
     container["volumeMounts"].append(
         {"name": "workloads", "mountPath": WORKLOADS_FILE.rpartition("/")[0], "readOnly": True}
     )

@@ -26,7 +26,7 @@ from modelyard.config import Settings
 from modelyard.errors import InvalidInputError
 from modelyard.runtimes.jobs import Job, Outcome, OutcomeKind
 from modelyard.runtimes.kubernetes.failures import job_state, pod_outcome
-from modelyard.runtimes.kubernetes.namespaces import project_namespace
+from modelyard.runtimes.kubernetes.namespaces import PLATFORM_NAMESPACE, project_namespace
 from modelyard.runtimes.kubernetes.objects import FIELD_MANAGER, Manifest
 from modelyard.runtimes.kubernetes.platform_values import load_values
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
@@ -90,6 +90,8 @@ class KubernetesRuntime:
         poll_seconds: How often a running job's pod is looked at.
         pending_timeout: How long a pod may wait to be scheduled.
         parallel: Jobs watched at once (each watcher is a thread that mostly sleeps).
+        platform_namespace: Where the platform's controllers and API run (a project's
+            namespace binds their accounts).
     """
 
     name = "kubernetes"
@@ -104,8 +106,10 @@ class KubernetesRuntime:
         poll_seconds: float = 1.0,
         pending_timeout: timedelta = PENDING_TIMEOUT,
         parallel: int = 64,
+        platform_namespace: str = PLATFORM_NAMESPACE,
     ) -> None:
         self.settings = settings
+        self.platform_namespace = platform_namespace
         self.cluster = cluster if cluster is not None else KubeCluster.from_environment()
         self.poll_seconds = poll_seconds
         self.pending_timeout = pending_timeout
@@ -116,7 +120,10 @@ class KubernetesRuntime:
     @classmethod
     def from_settings(cls, settings: Settings, workers: int | None = None) -> KubernetesRuntime:
         del workers  # the cluster decides how many pods run
-        return cls(load_cluster_settings(settings.kubernetes_values))
+        return cls(
+            load_cluster_settings(settings.kubernetes_values),
+            platform_namespace=settings.platform_namespace,
+        )
 
     def submit(self, job: Job, cancel: threading.Event | None = None) -> Future[Outcome]:
         return self._threads.submit(self._run, job, cancel or threading.Event())
@@ -146,7 +153,10 @@ class KubernetesRuntime:
             fresh = namespace not in self._namespaces
             self._namespaces.add(namespace)
         if fresh:  # the project's namespace, quota and accounts, once per runtime
-            for obj in project_namespace(self.settings, job.labels.get("project", "default")):
+            project = job.labels.get("project", "default")
+            for obj in project_namespace(
+                self.settings, project, platform_namespace=self.platform_namespace
+            ):
                 self.cluster.apply(obj)
         self.cluster.apply(manifest)
         return manifest

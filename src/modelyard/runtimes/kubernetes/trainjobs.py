@@ -22,7 +22,7 @@ from modelyard.runtimes.kubernetes.failures import (
     pytorchjob_state,
     trainjob_state,
 )
-from modelyard.runtimes.kubernetes.namespaces import project_namespace
+from modelyard.runtimes.kubernetes.namespaces import PLATFORM_NAMESPACE, project_namespace
 from modelyard.runtimes.kubernetes.objects import Manifest
 from modelyard.runtimes.kubernetes.runtime import Cluster
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
@@ -51,6 +51,7 @@ class KubernetesGangLauncher:
         cluster: The API server.
         project: The job's project (its namespace).
         poll_seconds: How often the object is looked at.
+        platform_namespace: Where the platform's controllers and API run.
     """
 
     def __init__(
@@ -65,8 +66,10 @@ class KubernetesGangLauncher:
         cluster: Cluster,
         project: str,
         poll_seconds: float = 5.0,
+        platform_namespace: str = PLATFORM_NAMESPACE,
     ) -> None:
         del workdir
+        self.platform_namespace = platform_namespace
         plain = {k: v for k, v in (env or {}).items() if k not in spec.secrets}
         self.spec = spec.model_copy(update={"env": {**spec.env, **plain}})
         self.cancel = cancel or threading.Event()
@@ -79,7 +82,9 @@ class KubernetesGangLauncher:
     def run(self) -> JobResult:
         attempt = GangAttempt(number=1, started_at=datetime.now(UTC))
         (obj,) = render_training_job(self.spec, self.settings, self.project)
-        for namespace_object in project_namespace(self.settings, self.project):
+        for namespace_object in project_namespace(
+            self.settings, self.project, platform_namespace=self.platform_namespace
+        ):
             self.cluster.apply(namespace_object)
         self.cluster.apply(obj)
         outcome, reason = self._watch(obj)
