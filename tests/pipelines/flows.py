@@ -132,6 +132,19 @@ def where_flow() -> None:
     where()
 
 
+@task
+def cluster_of() -> str:
+    """The address of the Ray cluster whose worker runs this."""
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
+
+
+@pipeline
+def cluster_flow() -> None:
+    cluster_of()
+
+
 @pipeline
 def flaky_flow(trace_dir: str, failures: int = 2) -> None:
     flaky(trace_dir, failures)
