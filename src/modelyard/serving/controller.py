@@ -123,15 +123,7 @@ class DeploymentController:
 
     def reconcile(self) -> None:
         """One pass over every deployment; one deployment's trouble never stops the rest."""
-        with self.sessions() as session:
-            ids = list(session.scalars(select(Deployment.id)))
-        for deployment_id in ids:
-            try:
-                self.reconcile_one(deployment_id)
-            except Exception:
-                logger.exception("reconciling deployment %s failed", deployment_id)
-        for gone in set(self._memory) - set(ids):
-            del self._memory[gone]
+        deploys.reconcile_each(self.sessions, self.reconcile_one, self._memory)
 
     # -- one deployment ----------------------------------------------------------------
 

@@ -8,12 +8,13 @@ last ``KEPT_REVISIONS`` are kept so that any of them can be rolled back to.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.errors import ConflictError, InvalidInputError
 from modelyard.serving.models import REGISTERED_URI, ModelLoadError, identity
@@ -343,6 +344,24 @@ def revised(
 
 
 # -- views --------------------------------------------------------------------------------
+
+
+def reconcile_each(
+    sessions: sessionmaker[Session],
+    reconcile_one: Callable[[str], None],
+    memory: dict[str, Any],
+) -> None:
+    """One pass over every deployment, for a controller: one deployment's trouble never
+    stops the rest, and what the controller remembers of deleted ones is dropped."""
+    with sessions() as session:
+        ids = list(session.scalars(select(Deployment.id)))
+    for deployment_id in ids:
+        try:
+            reconcile_one(deployment_id)
+        except Exception:
+            logger.exception("reconciling deployment %s failed", deployment_id)
+    for gone in set(memory) - set(ids):
+        del memory[gone]
 
 
 def judge_canary(

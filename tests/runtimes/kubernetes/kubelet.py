@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -298,9 +297,10 @@ class LocalKubelet:
             ],
         }
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if all(p.process is None or p.process.poll() is not None for p in self._pods.values()):
-                return
-            time.sleep(0.05)
+    def close(self) -> None:
+        """Stop every pod process still running, and reap them all."""
+        for pod in self._pods.values():
+            if pod.process is not None:
+                if pod.process.poll() is None:
+                    pod.process.kill()
+                pod.process.wait()

@@ -8,33 +8,22 @@ sets (no model-server pods run)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.runtimes.kubernetes.deployments import ClusterDeploymentController
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.serving import deployments as deploys
 from modelyard.specs.deployments import DeploymentSpec
-from modelyard.store.db import session_factory, transaction
-from modelyard.store.models import Deployment, Project
+from modelyard.store.db import transaction
+from modelyard.store.models import Deployment
+from tests.runtimes.kubernetes.conftest import new_project
 from tests.runtimes.kubernetes.kubelet import LocalKubelet
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 
 NAMESPACE = "modelyard-fraud"
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
-
-
-@pytest.fixture
-def kubelet(tmp_path: Path) -> LocalKubelet:
-    return LocalKubelet(tmp_path / "node")
 
 
 @pytest.fixture
@@ -52,12 +41,10 @@ def create(sessions: sessionmaker[Session], model: str = "models:/taxi-fare/3") 
             "scaling": {"min_replicas": 2, "max_replicas": 2},
         }
     )
+    project_id = new_project(sessions, "fraud")
     with transaction(sessions) as session:
-        project = Project(name="fraud")
-        session.add(project)
-        session.flush()
         deployment = Deployment(
-            project_id=project.id,
+            project_id=project_id,
             name="fare",
             revision=0,
             state=deploys.PROGRESSING,

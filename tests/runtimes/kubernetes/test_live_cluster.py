@@ -33,9 +33,9 @@ from modelyard.runtimes.kubernetes.training import render_training_job
 from modelyard.specs.deployments import DeploymentSpec
 from modelyard.specs.runs import RunState
 from modelyard.specs.training import TrainingJobSpec
-from modelyard.store.db import session_factory, transaction
-from modelyard.store.models import Project
+from modelyard.store.db import session_factory
 from tests.pipelines import flows
+from tests.runtimes.kubernetes.conftest import new_project
 
 pytestmark = [
     pytest.mark.k8s,
@@ -71,11 +71,7 @@ def test_the_api_server_accepts_every_rendered_object() -> None:
 def test_a_pipeline_runs_as_jobs_on_the_cluster(engine: Engine, tmp_path: Path) -> None:
     assert IMAGE is not None
     sessions = session_factory(engine)
-    with transaction(sessions) as session:
-        project = Project(name="live")
-        session.add(project)
-        session.flush()
-        project_id = project.id
+    project_id = new_project(sessions, "live")
     # The pods and this process must share the artifact store: S3, as the values say.
     settings = load_cluster_settings(Path(os.environ["MODELYARD_TEST_VALUES"]))
     settings = settings.model_copy(update={"image": IMAGE})

@@ -16,11 +16,12 @@ from modelyard.pipelines.engine import EngineSettings, RunEngine
 from modelyard.runtimes.kubernetes.runtime import KubernetesRuntime
 from modelyard.runtimes.kubernetes.settings import ArtifactStorage, ClusterSettings
 from modelyard.specs.runs import RunState, TaskState
-from modelyard.store.db import session_factory, transaction
-from modelyard.store.models import Project, TaskAttempt
+from modelyard.store.db import session_factory
+from modelyard.store.models import TaskAttempt
 from tests.pipelines import flows
 from tests.pipelines.conftest import Runner
 from tests.runtimes.kubernetes import flows as k8s_flows
+from tests.runtimes.kubernetes.conftest import SECRET, new_project
 from tests.runtimes.kubernetes.kubelet import LocalKubelet
 
 pytestmark = [
@@ -29,22 +30,11 @@ pytestmark = [
     pytest.mark.parametrize("engine", ["sqlite"], indirect=True),  # the store is not the point
 ]
 
-SECRET = ("modelyard-project-secrets", "WAREHOUSE_TOKEN")
-
-
-@pytest.fixture
-def kubelet(tmp_path: Path) -> LocalKubelet:
-    return LocalKubelet(tmp_path / "node", secrets={SECRET: "from-the-cluster"})
-
 
 @pytest.fixture
 def k8s(engine: Engine, kubelet: LocalKubelet, tmp_path: Path) -> Iterator[Runner]:
     sessions = session_factory(engine)
-    with transaction(sessions) as session:
-        project = Project(name="fraud")
-        session.add(project)
-        session.flush()
-        project_id = project.id
+    project_id = new_project(sessions, "fraud")
     store = ArtifactStore(str(tmp_path / "artifacts"))
     runtime = KubernetesRuntime(
         ClusterSettings(artifacts=ArtifactStorage(url=store.url, credentials_secret=None)),
@@ -65,7 +55,6 @@ def k8s(engine: Engine, kubelet: LocalKubelet, tmp_path: Path) -> Iterator[Runne
     yield Runner(run_engine, sessions, project_id, store, trace_dir, "kubernetes")
     run_engine.close()
     runtime.close()
-    kubelet.wait_idle()
 
 
 def test_a_pipeline_runs_as_one_job_per_task_attempt(k8s: Runner, kubelet: LocalKubelet) -> None:

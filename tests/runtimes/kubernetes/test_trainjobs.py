@@ -11,31 +11,20 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.runtimes.kubernetes.trainjobs import KubernetesGangLauncher
 from modelyard.specs.training import TrainingJobSpec
-from modelyard.store.db import session_factory, transaction
-from modelyard.store.models import Project
+from modelyard.store.db import transaction
 from modelyard.training import jobs
 from modelyard.training.launch import JobResult
+from tests.runtimes.kubernetes.conftest import new_project
 from tests.runtimes.kubernetes.kubelet import LocalKubelet, Manifest
 
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 
 NAMESPACE = "modelyard-fraud"
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return session_factory(engine)
-
-
-@pytest.fixture
-def kubelet(tmp_path: Path) -> LocalKubelet:
-    return LocalKubelet(tmp_path / "node")
 
 
 def submit(sessions: sessionmaker[Session], tmp_path: Path) -> str:
@@ -46,11 +35,9 @@ def submit(sessions: sessionmaker[Session], tmp_path: Path) -> str:
         secrets=("WAREHOUSE_TOKEN",),
         runtime="kubernetes",
     )
+    project_id = new_project(sessions, "fraud")
     with transaction(sessions) as session:
-        project = Project(name="fraud")
-        session.add(project)
-        session.flush()
-        return jobs.submit(session, project.id, spec, tmp_path / "jobs", "ana").id
+        return jobs.submit(session, project_id, spec, tmp_path / "jobs", "ana").id
 
 
 class Running:

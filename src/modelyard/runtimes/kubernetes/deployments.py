@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.polling import Poller
@@ -89,15 +88,7 @@ class ClusterDeploymentController(Poller):
 
     def poll(self) -> None:
         """One pass over every deployment; one deployment's trouble never stops the rest."""
-        with self.sessions() as session:
-            ids = list(session.scalars(select(Deployment.id)))
-        for deployment_id in ids:
-            try:
-                self.reconcile_one(deployment_id)
-            except Exception:
-                logger.exception("reconciling deployment %s on the cluster failed", deployment_id)
-        for gone in set(self._seen) - set(ids):
-            del self._seen[gone]
+        deploys.reconcile_each(self.sessions, self.reconcile_one, self._seen)
 
     def router_url(self, spec: DeploymentSpec, project: str) -> str:
         return f"http://{spec.name}.{self.settings.namespace(project)}.svc:{SERVER_PORT}"
