@@ -99,11 +99,20 @@ def test_a_run_submitted_as_a_ray_job_runs_its_tasks_on_that_cluster(
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     home = tmp_path / "home"
     client = JobSubmissionClient(url)
-    job = client.submit_job(
-        entrypoint=f"{BIN / 'modelyard'} run tests/pipelines/flows.py:cluster_flow --runtime ray",
-        runtime_env={"env_vars": {"MODELYARD_HOME": str(home)}},
-    )
     deadline = time.monotonic() + 180
+    while True:  # the dashboard answers before the head's job agent has registered
+        try:
+            job = client.submit_job(
+                entrypoint=(
+                    f"{BIN / 'modelyard'} run tests/pipelines/flows.py:cluster_flow --runtime ray"
+                ),
+                runtime_env={"env_vars": {"MODELYARD_HOME": str(home)}},
+            )
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     while not (status := client.get_job_status(job)).is_terminal():
         assert time.monotonic() < deadline, client.get_job_logs(job)[-2000:]
         time.sleep(0.5)
