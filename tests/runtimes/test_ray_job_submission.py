@@ -46,7 +46,7 @@ def ray_head() -> Iterator[tuple[str, int]]:
     """A Ray head with its dashboard (the job-submission API), in its own session; token
     authentication off, as on a trusted single machine."""
     pytest.importorskip("ray.job_submission", reason="needs 'modelyard[ray]'")
-    port, dashboard = free_port(), free_port()
+    port, dashboard, agent, agent_grpc = free_port(), free_port(), free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must be short
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
     head = subprocess.Popen(
@@ -57,6 +57,9 @@ def ray_head() -> Iterator[tuple[str, int]]:
             "--block",
             f"--port={port}",
             f"--dashboard-port={dashboard}",
+            # Not Ray's fixed defaults: the session's own local Ray holds those.
+            f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
             "--include-dashboard=true",
             "--num-cpus=2",
             "--disable-usage-stats",
