@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.pipelines.errors import PipelineLoadError, PipelineNotFoundError
-from modelyard.pipelines.loader import load_pipeline, module_name_for
+from modelyard.pipelines.loader import load_pipeline, module_name_for, resolve_target
 
 GOOD = """
 from modelyard.pipelines.pipeline import pipeline
@@ -62,3 +62,35 @@ def test_bad_targets() -> None:
         load_pipeline("missing/file.py:p")
     with pytest.raises(PipelineLoadError, match="failed to import"):
         load_pipeline("no_such_pkg.mod:p")
+
+
+def checkout(root: Path, greeting: str) -> Path:
+    """A project folder holding ``flows/greet.py`` whose task says ``greeting``."""
+    (root / "flows").mkdir(parents=True)
+    (root / "flows" / "greet.py").write_text(GOOD.replace('"hello "', repr(greeting + " ")))
+    return root
+
+
+def test_a_file_in_the_working_folder_has_the_same_name_in_every_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = []
+    for root in (checkout(tmp_path / "a", "hi"), checkout(tmp_path / "b", "hi")):
+        monkeypatch.chdir(root)
+        names.append(module_name_for(Path("flows/greet.py")))
+        assert module_name_for(root / "flows" / "greet.py") == names[-1]
+    assert names[0] == names[1]
+    monkeypatch.chdir(tmp_path)  # the same files, seen from outside either checkout
+    assert module_name_for(tmp_path / "a" / "flows" / "greet.py") != names[0]
+
+
+def test_a_task_named_from_another_working_folder_runs_the_file_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requester = checkout(tmp_path / "laptop", "from the laptop")
+    worker = checkout(tmp_path / "image", "from the image")
+    monkeypatch.chdir(tmp_path)  # the requester named its file from outside its checkout
+    target = f"{module_name_for(requester / 'flows' / 'greet.py')}:hello"
+    monkeypatch.chdir(worker)
+    assert target.partition(":")[0] != module_name_for(Path("flows/greet.py"))
+    assert resolve_target(target, ("flows/greet.py",))("you") == "from the image you"

@@ -19,9 +19,15 @@ USER_MODULE_PREFIX = "_modelyard_user_"
 
 
 def module_name_for(path: Path) -> str:
-    """A stable module name for a pipeline file, the same in every process."""
+    """A stable module name for a pipeline file, the same in every process.
+
+    A file inside the working folder is named by its path from there, so a machine
+    that holds the project elsewhere (an image, a Ray worker's copy) names it alike.
+    """
     resolved = path.resolve()
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    here = Path.cwd()
+    identity = resolved.relative_to(here) if resolved.is_relative_to(here) else resolved
+    digest = hashlib.sha256(identity.as_posix().encode()).hexdigest()[:12]
     stem = "".join(c if c.isalnum() else "_" for c in resolved.stem)
     return f"{USER_MODULE_PREFIX}{stem}_{digest}"
 
@@ -102,10 +108,14 @@ def resolve_target(target: str, import_path: tuple[str, ...] = ()) -> Callable[.
     Pipeline files are imported again when they change on disk, so a warm worker runs
     the code a retry was started for, not the code it first saw.
     """
-    for path in import_path:
-        import_file(Path(path))
+    files = [import_file(Path(path)) for path in import_path]
     module_name, _, qualname = target.partition(":")
-    module: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+    module: Any = sys.modules.get(module_name)
+    if module is None and module_name.startswith(USER_MODULE_PREFIX) and len(files) == 1:
+        # The requester named the file from another working folder: it is the file given.
+        module = files[0]
+    if module is None:
+        module = importlib.import_module(module_name)
     key = (target, id(module))
     cached = _resolved.get(key)
     if cached is not None:
