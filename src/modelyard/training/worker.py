@@ -27,6 +27,9 @@ from modelyard.pipelines.loader import import_file, module_name_for, resolve_tar
 
 logger = logging.getLogger(__name__)
 
+_MESSAGE_CHARS = 500
+_TRACEBACK_CHARS = 3000
+
 
 def resolve_entrypoint(entrypoint: str) -> Any:
     """The function an entrypoint names; a file path is imported as a module first."""
@@ -50,8 +53,9 @@ def main(argv: list[str]) -> int:
             json.dumps(
                 {
                     "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-                    "message": str(exc),
-                    "traceback": traceback.format_exc(),
+                    "message": str(exc)[:_MESSAGE_CHARS],
+                    # Its tail: on Kubernetes the report is a termination message (4 KB).
+                    "traceback": traceback.format_exc()[-_TRACEBACK_CHARS:],
                 }
             )
         )

@@ -53,8 +53,10 @@ class LocalKubelet:
         # deadline (by name prefix); the others are available at once (no pods run).
         self.starting: set[str] = set()
         self.stuck: set[str] = set()
-        # The status an operator would write on a custom resource, by object name.
+        # The status an operator would write on a custom resource, by object name, and
+        # the pods it would have made for one (recorded payloads the test labels).
         self.statuses: dict[str, Manifest] = {}
+        self.operator_pods: list[Manifest] = []
         self.objects_by_key: dict[tuple[str, str, str, str], Manifest] = {}
         self.applied: list[Manifest] = []
         self._pods: dict[str, _Pod] = {}
@@ -98,7 +100,10 @@ class LocalKubelet:
         key, _, value = selector.partition("=")
         with self._lock:
             chosen = [p for p in self._pods.values() if p.namespace == namespace and not p.deleted]
-        return [self._pod_object(p) for p in chosen if p.labels.get(key) == value]
+            made = [p for p in self.operator_pods if p["metadata"]["namespace"] == namespace]
+        return [self._pod_object(p) for p in chosen if p.labels.get(key) == value] + [
+            pod for pod in made if pod["metadata"].get("labels", {}).get(key) == value
+        ]
 
     def events(self, namespace: str, involved: str) -> list[Manifest]:
         return []
@@ -109,6 +114,13 @@ class LocalKubelet:
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.objects_by_key.pop((api_version, kind, namespace, name), None)
+        with self._lock:  # an operator's pods go with their owner
+            self.operator_pods = [
+                pod
+                for pod in self.operator_pods
+                if pod["metadata"]["namespace"] != namespace
+                or name not in pod["metadata"].get("labels", {}).values()
+            ]
         for pod in list(self._pods.values()):
             if pod.job == name and pod.namespace == namespace:
                 pod.deleted = True

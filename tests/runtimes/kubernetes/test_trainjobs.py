@@ -1,21 +1,25 @@
-"""Training jobs on Kubernetes through the job store: the job's gang is one PyTorchJob
-(or TrainJob) whose end, as the operator reports it, is the job's attempt. The cluster
-is the one-node stand-in: objects are validated as the API server would, and the test
-writes the status the training operator would."""
+"""Training jobs on Kubernetes through the job store: each attempt of the job's gang is
+one PyTorchJob (or TrainJob), and the job's FailurePolicy judges how its pods ended. The
+cluster is the one-node stand-in: objects are validated as the API server would, and the
+test writes the status the training operator would and gives it the operator's pods
+(recorded pod payloads)."""
 
 from __future__ import annotations
 
+import copy
 import functools
+import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.runtimes.kubernetes.trainjobs import KubernetesGangLauncher
-from modelyard.specs.training import TrainingJobSpec
+from modelyard.specs.training import FailurePolicy, TrainingJobSpec
 from modelyard.store.db import transaction
 from modelyard.training import jobs
 from modelyard.training.launch import JobResult
@@ -25,15 +29,20 @@ from tests.runtimes.kubernetes.kubelet import LocalKubelet, Manifest
 pytestmark = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 
 NAMESPACE = "modelyard-fraud"
+PAYLOADS = Path(__file__).parent / "payloads"
+SUCCEEDED = {"conditions": [{"type": "Succeeded", "status": "True"}]}
 
 
-def submit(sessions: sessionmaker[Session], tmp_path: Path) -> str:
+def submit(
+    sessions: sessionmaker[Session], tmp_path: Path, policy: FailurePolicy | None = None
+) -> str:
     spec = TrainingJobSpec(
         name="churn",
         entrypoint="train:main",
         workers=3,
         secrets=("WAREHOUSE_TOKEN",),
         runtime="kubernetes",
+        failure_policy=policy or FailurePolicy(backoff=0),
     )
     project_id = new_project(sessions, "fraud")
     with transaction(sessions) as session:
@@ -151,3 +160,195 @@ def test_cancelling_a_job_deletes_its_object(
     assert running.finish().outcome.value == "cancelled"
     assert not [key for key in kubelet.objects_by_key if key[1] == "PyTorchJob"]
     assert state_of(sessions, job_id)[0] == "cancelled"
+
+
+def operator_pod(
+    payload: str,
+    job: str,
+    rank: int,
+    termination_message: str | None = None,
+    kind: str = "PyTorchJob",
+) -> dict[str, Any]:
+    """A recorded pod as the operator's pod of ``rank`` in the ``kind`` named ``job``
+    (a TrainJob's pods are its JobSet's, one Indexed Job of nodes)."""
+    pod: dict[str, Any] = copy.deepcopy(json.loads((PAYLOADS / f"{payload}.json").read_text()))
+    pod["metadata"] |= {"name": f"{job}-{rank}", "namespace": NAMESPACE}
+    if kind == "TrainJob":
+        pod["metadata"]["labels"] = {
+            "jobset.sigs.k8s.io/jobset-name": job,
+            "batch.kubernetes.io/job-completion-index": str(rank),
+        }
+    else:
+        pod["metadata"]["labels"] = {
+            "training.kubeflow.org/job-name": job,
+            "training.kubeflow.org/replica-type": "master" if rank == 0 else "worker",
+            "training.kubeflow.org/replica-index": str(max(rank - 1, 0)),
+        }
+    if termination_message is not None:
+        (status,) = pod["status"]["containerStatuses"]
+        status["state"]["terminated"]["message"] = termination_message
+    return pod
+
+
+def applied_named(kubelet: LocalKubelet, name: str, kind: str = "PyTorchJob") -> Manifest:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for key, obj in list(kubelet.objects_by_key.items()):
+            if key[1] == kind and key[3] == name:
+                return obj
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} {name} was applied")
+
+
+def attempt_reasons(sessions: sessionmaker[Session], job_id: str) -> list[str]:
+    with sessions() as session:
+        return [attempt.reason for attempt in jobs.attempts_of(session, job_id)]
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ("pod-oomkilled", "out of memory"),
+        ("pod-evicted", "evicted"),
+        ("pod-preempted", "preempted"),
+        ("pod-node-lost", "node lost"),
+        ("pod-device-failure", "device failure"),
+    ],
+)
+def test_a_worker_the_cluster_took_is_retried_as_a_new_object(
+    sessions: sessionmaker[Session],
+    kubelet: LocalKubelet,
+    tmp_path: Path,
+    payload: str,
+    fragment: str,
+) -> None:
+    job_id = submit(sessions, tmp_path)
+    running = Running(sessions, job_id, kubelet, "pytorchjob")
+    applied_named(kubelet, "train-churn")
+    kubelet.operator_pods.extend(  # at once: the peer fails because rank 1 is gone
+        [operator_pod("pod-user-error", "train-churn", 2), operator_pod(payload, "train-churn", 1)]
+    )
+    second = applied_named(kubelet, "train-churn-2")
+    assert ("kubeflow.org/v1", "PyTorchJob", NAMESPACE, "train-churn") not in (
+        kubelet.objects_by_key
+    )  # the first attempt's gang was stopped
+    assert second["spec"]["runPolicy"]["backoffLimit"] == 0  # restarts are modelyard's
+    kubelet.statuses["train-churn-2"] = SUCCEEDED
+    assert running.finish().outcome.value == "succeeded"
+    first, last = attempt_reasons(sessions, job_id)
+    # The rank the cluster took is the cause, not the peer that failed after it.
+    assert f"PyTorchJob {NAMESPACE}/train-churn: rank 1 failed: {fragment}" in first
+    assert last == f"PyTorchJob {NAMESPACE}/train-churn-2 succeeded"
+
+
+KEY_ERROR = json.dumps({"error_type": "builtins.KeyError", "message": "'label'"})
+
+
+@pytest.mark.parametrize(
+    ("policy", "report", "retried", "why"),
+    [
+        (FailurePolicy(backoff=0), KEY_ERROR, False, "raised builtins.KeyError: 'label'"),
+        # A script leaves no report: its exit code is all there is to judge.
+        (FailurePolicy(backoff=0), "", False, "exited with code 1"),
+        (FailurePolicy(backoff=0, retry_on_exit_codes=(1,)), "", True, "exited with code 1"),
+        (
+            FailurePolicy(backoff=0, retry_on_exceptions=("KeyError",)),
+            KEY_ERROR,
+            True,
+            "raised builtins.KeyError: 'label'",
+        ),
+        (
+            FailurePolicy(backoff=0, retry_on_exceptions=("ValueError",)),
+            KEY_ERROR,
+            False,
+            "raised builtins.KeyError: 'label'",
+        ),
+    ],
+)
+def test_a_workers_own_failure_is_judged_by_the_failure_policy(
+    sessions: sessionmaker[Session],
+    kubelet: LocalKubelet,
+    tmp_path: Path,
+    policy: FailurePolicy,
+    report: str,
+    retried: bool,
+    why: str,
+) -> None:
+    job_id = submit(sessions, tmp_path, policy)
+    running = Running(sessions, job_id, kubelet, "pytorchjob")
+    applied_named(kubelet, "train-churn")
+    kubelet.operator_pods.append(operator_pod("pod-user-error", "train-churn", 0, report))
+    if retried:
+        applied_named(kubelet, "train-churn-2")
+        kubelet.statuses["train-churn-2"] = SUCCEEDED
+    result = running.finish()
+    assert result.outcome.value == ("succeeded" if retried else "failed")
+    reasons = attempt_reasons(sessions, job_id)
+    assert len(reasons) == (2 if retried else 1)
+    assert reasons[0] == f"PyTorchJob {NAMESPACE}/train-churn: rank 0 {why}"
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ("pod-image-pull-backoff", "cannot be pulled"),
+        ("pod-create-container-config-error", "cannot be configured"),
+    ],
+)
+def test_what_no_retry_can_mend_fails_the_job_at_once(
+    sessions: sessionmaker[Session],
+    kubelet: LocalKubelet,
+    tmp_path: Path,
+    payload: str,
+    fragment: str,
+) -> None:
+    job_id = submit(sessions, tmp_path, FailurePolicy(backoff=0, backoff_limit=5))
+    running = Running(sessions, job_id, kubelet, "pytorchjob")
+    applied_named(kubelet, "train-churn")
+    kubelet.operator_pods.append(operator_pod(payload, "train-churn", 0))
+    assert running.finish().outcome.value == "failed"
+    (reason,) = attempt_reasons(sessions, job_id)
+    assert fragment in reason
+    assert not [key for key in kubelet.objects_by_key if key[1] == "PyTorchJob"]
+
+
+def test_the_backoff_limit_ends_the_retries(
+    sessions: sessionmaker[Session], kubelet: LocalKubelet, tmp_path: Path
+) -> None:
+    job_id = submit(sessions, tmp_path, FailurePolicy(backoff=0, backoff_limit=1))
+    running = Running(sessions, job_id, kubelet, "pytorchjob")
+    for name in ("train-churn", "train-churn-2"):
+        applied_named(kubelet, name)
+        kubelet.operator_pods.append(operator_pod("pod-oomkilled", name, 0))
+    assert running.finish().outcome.value == "failed"
+    state, reason, attempts = state_of(sessions, job_id)
+    assert (state, attempts) == ("failed", 2)
+    assert reason.endswith("backoff limit of 1 reached")
+    assert "out of memory" in reason
+
+
+def test_rank_zeros_result_comes_back_from_its_termination_message(
+    sessions: sessionmaker[Session], kubelet: LocalKubelet, tmp_path: Path
+) -> None:
+    job_id = submit(sessions, tmp_path)
+    running = Running(sessions, job_id, kubelet, "pytorchjob")
+    applied_named(kubelet, "train-churn")
+    for rank, result in ((1, "not rank 0"), (0, {"auc": 0.93})):
+        report = json.dumps({"result": result})
+        kubelet.operator_pods.append(operator_pod("pod-succeeded", "train-churn", rank, report))
+    kubelet.statuses["train-churn"] = SUCCEEDED
+    assert running.finish().result == {"auc": 0.93}
+
+
+def test_a_trainjobs_node_the_cluster_took_is_retried_from_a_new_trainjob(
+    sessions: sessionmaker[Session], kubelet: LocalKubelet, tmp_path: Path
+) -> None:
+    job_id = submit(sessions, tmp_path)
+    running = Running(sessions, job_id, kubelet, "trainjob")
+    applied_named(kubelet, "train-churn", "TrainJob")
+    kubelet.operator_pods.append(operator_pod("pod-oomkilled", "train-churn", 2, kind="TrainJob"))
+    applied_named(kubelet, "train-churn-2", "TrainJob")
+    kubelet.statuses["train-churn-2"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    assert running.finish().outcome.value == "succeeded"
+    first, _ = attempt_reasons(sessions, job_id)
+    assert first.startswith(f"TrainJob {NAMESPACE}/train-churn: rank 2 failed: out of memory")

@@ -197,16 +197,19 @@ def test_a_training_job_is_a_trainjob_running_torchrun_on_each_node() -> None:
     ]
 
 
-def test_the_pytorchjob_option_restarts_by_exit_code_up_to_the_backoff_limit() -> None:
+def test_the_pytorchjob_option_leaves_restarts_to_the_failure_policy() -> None:
     settings = cluster().model_copy(update={"training_operator": "pytorchjob"})
     (obj,) = render_training_job(digits(), settings, "fraud")
     validate(obj)
+    assert obj["metadata"]["name"] == "train-digits"
     replicas = obj["spec"]["pytorchReplicaSpecs"]
     assert replicas["Master"]["replicas"] == 1
     assert replicas["Worker"]["replicas"] == 3
-    assert replicas["Worker"]["restartPolicy"] == "ExitCode"
-    assert obj["spec"]["runPolicy"]["backoffLimit"] == 5
+    assert {replicas[role]["restartPolicy"] for role in replicas} == {"Never"}
+    assert obj["spec"]["runPolicy"]["backoffLimit"] == 0
     assert obj["spec"]["runPolicy"]["activeDeadlineSeconds"] == 7200
+    (again,) = render_training_job(digits(), settings, "fraud", attempt=3)
+    assert again["metadata"]["name"] == "train-digits-3"
     pod = replicas["Worker"]["template"]["spec"]
     assert pod["priorityClassName"] == "modelyard-training"
     (worker,) = pod["containers"]

@@ -127,15 +127,21 @@ class PodFailure:
         )
 
 
-def _failure(reason: FailureReason, message: str, exit_code: int | None = None) -> PodFailure:
+def cluster_verdict(reason: FailureReason) -> bool | None:
+    """Whether another attempt can help, where the cluster's reason settles it whatever
+    the exit code: no for an image, configuration or deadline failure; yes when the
+    cluster took the pod (or its memory, or its GPU). None for the container's own end
+    (a user error, an unexplained kill), which the exit code decides."""
     if reason in NOT_RETRYABLE or reason is FailureReason.DEADLINE_EXCEEDED:
-        retryable = False
-    elif reason in _INFRASTRUCTURE:
-        # The cluster took the pod (or its memory, or its GPU): whatever code the
-        # container exited with on the way out, another attempt may well succeed.
-        retryable = True
-    else:
-        retryable = exit_code in SIGNAL_EXIT_CODES
+        return False
+    if reason in _INFRASTRUCTURE:
+        return True
+    return None
+
+
+def _failure(reason: FailureReason, message: str, exit_code: int | None = None) -> PodFailure:
+    verdict = cluster_verdict(reason)
+    retryable = exit_code in SIGNAL_EXIT_CODES if verdict is None else verdict
     return PodFailure(reason, message, exit_code, retryable)
 
 
@@ -518,6 +524,12 @@ def _terminated(container: Obj | None) -> Obj | None:
         return dict(state)
     last = (container.get("lastState") or {}).get("terminated")
     return dict(last) if last else None
+
+
+def termination_message(pod: Obj) -> str:
+    """What the pod's first container left in its termination message ("" if none)."""
+    terminated = _terminated(_main_container(pod))
+    return str((terminated or {}).get("message") or "")
 
 
 def _report(terminated: Obj | None) -> dict[str, Any] | None:

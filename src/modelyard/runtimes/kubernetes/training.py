@@ -8,6 +8,13 @@ variables the local launcher gives it, so ``init_process_group("gloo"|"nccl")`` 
 checkpoint helper run unchanged. Function entrypoints run through the same
 ``modelyard.training.worker`` as locally.
 
+Restarts are modelyard's, as on this machine and on Ray: an attempt is one object
+whose operator restarts nothing (a PyTorchJob's replicas never restart and its backoff
+limit is 0; a TrainJob's ClusterTrainingRuntime must not restart its JobSet, which is
+JobSet's default), and the job's ``FailurePolicy`` judges how its pods ended
+(``trainjobs``). Each worker's report (its exception, or rank 0's result) is written to
+the pod's termination message, where the API server hands it back.
+
 Gang scheduling: with Kueue the job carries ``kueue.x-k8s.io/queue-name`` and Kueue
 admits all of its pods or none; with Volcano a PyTorchJob asks the operator for a
 PodGroup of ``minAvailable = workers`` in the configured queue (a TrainJob's gang
@@ -42,7 +49,9 @@ from modelyard.specs.training import TrainingJobSpec
 
 CHECKPOINT_VOLUME = "checkpoints"
 CHECKPOINT_MOUNT = "/checkpoints"
-REPORT_FILE = "/tmp/modelyard-report.json"  # noqa: S108 (inside the worker's container)
+# Kubernetes' default terminationMessagePath: the kubelet returns what a worker writes
+# there (its report) as the pod's termination message, with no container field to set.
+REPORT_FILE = "/dev/termination-log"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
@@ -80,12 +89,17 @@ def job_env(spec: TrainingJobSpec, settings: ClusterSettings) -> dict[str, str]:
 
 
 def render_training_job(
-    spec: TrainingJobSpec, settings: ClusterSettings, project: str
+    spec: TrainingJobSpec, settings: ClusterSettings, project: str, attempt: int = 1
 ) -> list[Manifest]:
-    """The objects of ``spec``: one TrainJob or PyTorchJob."""
+    """The objects of ``spec``'s ``attempt``: one TrainJob or PyTorchJob."""
     if settings.training_operator == "pytorchjob":
-        return [pytorchjob(spec, settings, project)]
-    return [trainjob(spec, settings, project)]
+        return [pytorchjob(spec, settings, project, attempt)]
+    return [trainjob(spec, settings, project, attempt)]
+
+
+def object_name(spec: TrainingJobSpec, attempt: int) -> str:
+    """``train-<job>``, and ``train-<job>-<n>`` for the n-th attempt after the first."""
+    return name("train", spec.name, str(attempt) if attempt > 1 else "")
 
 
 def _job_labels(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> dict[str, str]:
@@ -110,7 +124,9 @@ def _checkpoint_volume(settings: ClusterSettings) -> tuple[list[Manifest], list[
     )
 
 
-def trainjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> Manifest:
+def trainjob(
+    spec: TrainingJobSpec, settings: ClusterSettings, project: str, attempt: int = 1
+) -> Manifest:
     """A Kubeflow Trainer v2 TrainJob on the ``settings.training_runtime``
     ClusterTrainingRuntime (torch: every node runs ``torchrun``)."""
     env = env_list({**workload_env(settings), **job_env(spec, settings)})
@@ -129,19 +145,24 @@ def trainjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> 
     if requirements:
         trainer["resourcesPerNode"] = requirements
     object_labels = _job_labels(spec, settings, project)
+    job_spec: Manifest = {
+        "runtimeRef": {
+            "apiGroup": "trainer.kubeflow.org",
+            "kind": "ClusterTrainingRuntime",
+            "name": settings.training_runtime,
+        },
+        "trainer": trainer,
+        "runtimePatches": [_placement(spec, settings, object_labels)],
+    }
+    if spec.timeout:
+        job_spec["activeDeadlineSeconds"] = int(spec.timeout.total_seconds())
     return {
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainJob",
-        "metadata": metadata(name("train", spec.name), settings.namespace(project), object_labels),
-        "spec": {
-            "runtimeRef": {
-                "apiGroup": "trainer.kubeflow.org",
-                "kind": "ClusterTrainingRuntime",
-                "name": settings.training_runtime,
-            },
-            "trainer": trainer,
-            "runtimePatches": [_placement(spec, settings, object_labels)],
-        },
+        "metadata": metadata(
+            object_name(spec, attempt), settings.namespace(project), object_labels
+        ),
+        "spec": job_spec,
     }
 
 
@@ -198,10 +219,11 @@ def _placement(
     }
 
 
-def pytorchjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> Manifest:
-    """A Training Operator v1 PyTorchJob: a Master and ``workers - 1`` Workers, restarted
-    by exit code as the local FailurePolicy does (signals and listed codes), up to the
-    policy's backoff limit."""
+def pytorchjob(
+    spec: TrainingJobSpec, settings: ClusterSettings, project: str, attempt: int = 1
+) -> Manifest:
+    """A Training Operator v1 PyTorchJob: a Master and ``workers - 1`` Workers that the
+    operator never restarts (the job's FailurePolicy decides on another attempt)."""
     volumes, mounts = _checkpoint_volume(settings)
     worker = container(
         settings,
@@ -234,7 +256,7 @@ def pytorchjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -
     def replicas(count: int) -> Manifest:
         return {
             "replicas": count,
-            "restartPolicy": "ExitCode",
+            "restartPolicy": "Never",
             "template": {"metadata": {"labels": template_labels}, "spec": pod},
         }
 
@@ -242,7 +264,7 @@ def pytorchjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -
     if spec.workers > 1:
         replica_specs["Worker"] = replicas(spec.workers - 1)
     run_policy: Manifest = {
-        "backoffLimit": spec.failure_policy.backoff_limit,
+        "backoffLimit": 0,
         "cleanPodPolicy": "None",
     }
     if spec.timeout:
@@ -252,6 +274,8 @@ def pytorchjob(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
-        "metadata": metadata(name("train", spec.name), settings.namespace(project), object_labels),
+        "metadata": metadata(
+            object_name(spec, attempt), settings.namespace(project), object_labels
+        ),
         "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": replica_specs},
     }
