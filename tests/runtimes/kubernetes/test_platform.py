@@ -25,6 +25,8 @@ from modelyard.runtimes.kubernetes.namespaces import project_namespace
 from modelyard.runtimes.kubernetes.objects import Manifest, from_yaml, to_yaml
 from modelyard.runtimes.kubernetes.platform import PlatformValues, load_values, render_platform
 from modelyard.runtimes.kubernetes.settings import ClusterSettings, Quota
+from modelyard.runtimes.kubernetes.training import render_training_job
+from modelyard.specs.training import TrainingJobSpec
 from tests.runtimes.kubernetes.golden import assert_golden
 from tests.runtimes.kubernetes.validation import validate_all
 
@@ -90,6 +92,9 @@ FULL_VALUES = textwrap.dedent(
           memory: 12Gi
           gpu: 2
           pods: 40
+      gang_scheduler: kueue
+      queue: ml-training
+      queue_capacity: {cpu: 64, memory: 256Gi, gpu: 3}
     projects: [fraud, churn]
     """
 )
@@ -184,6 +189,75 @@ def test_rbac_grants_named_verbs_on_named_resources_only(full_values: PlatformVa
         "modelyard-controllers": "ml-platform-workloads",
         "modelyard-api": "ml-platform-api-reader",
     }
+
+
+def test_a_kueue_queue_of_the_platforms_admits_its_projects_jobs_up_to_its_capacity(
+    full_values: PlatformValues,
+) -> None:
+    objects = render_platform(full_values)
+    by_key = _by_key(objects)
+    assert ("ResourceFlavor", None, "modelyard-default") in by_key
+    queue = by_key[("ClusterQueue", None, "ml-training")]["spec"]
+    (group,) = queue["resourceGroups"]
+    assert group["coveredResources"] == ["cpu", "memory", "nvidia.com/gpu"]
+    (flavor,) = group["flavors"]
+    assert flavor == {
+        "name": "modelyard-default",
+        "resources": [
+            {"name": "cpu", "nominalQuota": "64"},
+            {"name": "memory", "nominalQuota": "256Gi"},
+            {"name": "nvidia.com/gpu", "nominalQuota": "3"},
+        ],
+    }
+    selector = queue["namespaceSelector"]["matchLabels"]
+    settings = full_values.workloads
+    job = TrainingJobSpec(name="digits", entrypoint="train.py", workers=2)
+    for project in full_values.projects:
+        namespace = by_key[("Namespace", None, f"ml-{project}")]
+        assert selector.items() <= namespace["metadata"]["labels"].items()
+        local = by_key[("LocalQueue", f"ml-{project}", "ml-training")]
+        assert local["spec"] == {"clusterQueue": "ml-training"}
+        # The queue a project's training job names is that LocalQueue.
+        (train,) = render_training_job(job, settings, project)
+        assert train["metadata"]["namespace"] == local["metadata"]["namespace"]
+        assert train["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "ml-training"
+    # A project onboarded later gets its LocalQueue from the controllers.
+    assert any(obj["kind"] == "LocalQueue" for obj in project_namespace(settings, "new"))
+    cluster_wide = _rules(objects, "ClusterRole", "ml-platform-controllers")
+    assert {
+        "apiGroups": ["kueue.x-k8s.io"],
+        "resources": ["localqueues"],
+        "verbs": ["get", "create", "patch"],
+    } in cluster_wide
+    validate_all(objects)
+
+
+def test_a_volcano_queue_of_the_platforms_caps_what_it_names() -> None:
+    values = load_values(
+        {"workloads": {"gang_scheduler": "volcano", "queue": "gpu", "queue_capacity": {"gpu": 3}}}
+    )
+    objects = render_platform(values)
+    queue = _by_key(objects)[("Queue", None, "gpu")]
+    assert queue["spec"]["capability"] == {"nvidia.com/gpu": "3"}
+    assert not [obj for obj in objects if obj["kind"] in ("LocalQueue", "ClusterQueue")]
+    settings = values.workloads.model_copy(update={"training_operator": "pytorchjob"})
+    job = TrainingJobSpec(name="digits", entrypoint="train.py", workers=2)
+    (train,) = render_training_job(job, settings, "fraud")
+    assert train["spec"]["runPolicy"]["schedulingPolicy"]["queue"] == "gpu"
+    validate_all(objects)
+
+
+@pytest.mark.parametrize(
+    "workloads", [{}, {"gang_scheduler": "kueue"}, {"queue_capacity": {"cpu": 4}}]
+)
+def test_without_a_capacity_and_a_gang_scheduler_the_queue_is_the_admins(
+    workloads: dict[str, Any],
+) -> None:
+    objects = render_platform(load_values({"workloads": workloads, "projects": ["fraud"]}))
+    kinds = {obj["kind"] for obj in objects}
+    assert not kinds & {"ResourceFlavor", "ClusterQueue", "LocalQueue", "Queue"}
+    rules = _rules(objects, "ClusterRole", "modelyard-controllers")
+    assert not [rule for rule in rules if "localqueues" in rule["resources"]]
 
 
 def test_without_namespace_management_the_controllers_only_read_namespaces() -> None:
@@ -375,6 +449,8 @@ SHARED_VALUES = {
         "single_namespace": "team-ml",
         "artifacts": {"url": "/mnt/artifacts", "pvc": "artifacts", "mount_path": "/mnt"},
         "project_quotas": {"a": {"memory": 3 * 2**29, "default_request": {"cpu": 1.5}}},
+        "gang_scheduler": "volcano",
+        "queue_capacity": {"cpu": 16},
     },
     "projects": ["a", "b"],
 }

@@ -17,11 +17,12 @@ from modelyard.runtimes.kubernetes.objects import (
     labels,
     metadata,
     name,
+    quantities,
     quantity_cpu,
     quantity_memory,
 )
+from modelyard.runtimes.kubernetes.queues import local_queue
 from modelyard.runtimes.kubernetes.settings import ClusterSettings, Quota
-from modelyard.specs.resources import Resources
 
 PLATFORM_NAMESPACE = "modelyard"
 CONTROLLERS = "controllers"
@@ -60,8 +61,9 @@ def project_namespace(
             ServiceAccounts are bound here by name.
 
     Returns:
-        The Namespace, ResourceQuota, LimitRange, workload ServiceAccount and the
-        RoleBindings of the controllers and of the API, in the order to apply them.
+        The Namespace, ResourceQuota, LimitRange, workload ServiceAccount, the Kueue
+        LocalQueue when the platform owns the queue, and the RoleBindings of the
+        controllers and of the API, in the order to apply them.
     """
     namespace = settings.namespace(project)
     quota = settings.quota_of(project)
@@ -107,6 +109,7 @@ def project_namespace(
     if settings.image_pull_secrets:
         account["imagePullSecrets"] = [{"name": secret} for secret in settings.image_pull_secrets]
     objects.append(account)
+    objects += local_queue(settings, project, common)
     for component, role in (
         (CONTROLLERS, workloads_role_name(platform_namespace)),
         (API, api_reader_role_name(platform_namespace)),
@@ -155,19 +158,10 @@ def quota_hard(quota: Quota) -> dict[str, str]:
 def limit_range_item(quota: Quota) -> Manifest:
     """Defaults for containers that ask for nothing, so the quota can admit them."""
     item: Manifest = {"type": "Container"}
-    default_limit = _quantities(quota.default_limit)
-    default_request = _quantities(quota.default_request)
+    default_limit = quantities(quota.default_limit)
+    default_request = quantities(quota.default_request)
     if default_limit:
         item["default"] = default_limit
     if default_request:
         item["defaultRequest"] = default_request
     return item
-
-
-def _quantities(resources: Resources) -> dict[str, str]:
-    result: dict[str, str] = {}
-    if resources.cpu is not None:
-        result["cpu"] = quantity_cpu(resources.cpu)
-    if resources.memory is not None:
-        result["memory"] = quantity_memory(resources.memory)
-    return result

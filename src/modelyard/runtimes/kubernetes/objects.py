@@ -105,6 +105,19 @@ def quantity_memory(size: int) -> str:
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
+def quantities(resources: Resources) -> dict[str, str]:
+    """``resources`` as Kubernetes quantities by resource name; what is None (or no
+    GPUs) is left out."""
+    result: dict[str, str] = {}
+    if resources.cpu is not None:
+        result["cpu"] = quantity_cpu(resources.cpu)
+    if resources.memory is not None:
+        result["memory"] = quantity_memory(resources.memory)
+    if resources.gpu:
+        result[GPU_RESOURCE] = str(resources.gpu)
+    return result
+
+
 def resource_requirements(resources: Resources, default: Resources | None = None) -> Manifest:
     """Requests and limits of a container: CPU requested (not limited: a CPU limit only
     throttles), memory requested and limited alike (the limit is what the OOM killer

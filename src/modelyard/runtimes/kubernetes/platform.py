@@ -25,6 +25,7 @@ from modelyard.runtimes.kubernetes.platform_values import (
     load_values,
 )
 from modelyard.runtimes.kubernetes.pods import CONTAINER_SECURITY, POD_SECURITY
+from modelyard.runtimes.kubernetes.queues import cluster_queue_objects
 from modelyard.runtimes.kubernetes.rbac import cluster_rbac, service_accounts
 
 __all__ = ["PlatformValues", "load_values", "render_platform"]
@@ -60,6 +61,7 @@ def render_platform(values: PlatformValues) -> list[Manifest]:
             }
         )
     objects += priority_classes(values)
+    objects += cluster_queue_objects(values.workloads)
     objects += service_accounts(values)
     objects += cluster_rbac(values)
     # With one namespace for every project, the first project's quota is that namespace's.

@@ -14,6 +14,7 @@ from modelyard.runtimes.kubernetes.namespaces import (
 )
 from modelyard.runtimes.kubernetes.objects import Manifest, labels, metadata, name
 from modelyard.runtimes.kubernetes.platform_values import PlatformValues
+from modelyard.runtimes.kubernetes.queues import uses_local_queues
 
 
 def service_accounts(values: PlatformValues) -> list[Manifest]:
@@ -70,6 +71,9 @@ def controller_cluster_rules(values: PlatformValues) -> list[Manifest]:
     """Cluster-wide: find project namespaces and, when allowed, onboard new ones."""
     if not values.rbac.manage_project_namespaces:
         return [_rule([""], ["namespaces"], _READ)]
+    queue = []
+    if uses_local_queues(values.workloads):  # a new project gets its LocalQueue too
+        queue = [_rule(["kueue.x-k8s.io"], ["localqueues"], ["get", "create", "patch"])]
     return [
         _rule([""], ["namespaces"], [*_READ, "create", "patch"]),
         _rule(
@@ -77,6 +81,7 @@ def controller_cluster_rules(values: PlatformValues) -> list[Manifest]:
             ["resourcequotas", "limitranges", "serviceaccounts"],
             ["get", "create", "patch"],
         ),
+        *queue,
         _rule(["rbac.authorization.k8s.io"], ["rolebindings"], ["get", "create", "patch"]),
         {
             "apiGroups": ["rbac.authorization.k8s.io"],

@@ -101,6 +101,9 @@ class ClusterSettings(Spec):
         priority_classes: Priorities of serving, training and pipeline pods.
         gang_scheduler: Who admits distributed training all at once.
         queue: The Kueue LocalQueue or Volcano queue of gang-scheduled jobs.
+        queue_capacity: What that queue admits at once across projects; the platform
+            then renders it (Kueue: ResourceFlavor, ClusterQueue and a LocalQueue per
+            project namespace; Volcano: a Queue). None: the queue is the admin's own.
         training_operator: TrainJob (Kubeflow Trainer v2) or PyTorchJob (v1).
         training_runtime: The ClusterTrainingRuntime a TrainJob refers to.
         checkpoint_pvc: A ReadWriteMany PersistentVolumeClaim for training checkpoints,
@@ -131,7 +134,8 @@ class ClusterSettings(Spec):
     gpu: GpuPlacement = GpuPlacement()
     priority_classes: PriorityClasses = PriorityClasses()
     gang_scheduler: GangScheduler = GangScheduler.NONE
-    queue: str = "modelyard"
+    queue: str = Field(default="modelyard", pattern=DNS_LABEL)
+    queue_capacity: Resources | None = None
     training_operator: Literal["trainjob", "pytorchjob"] = "trainjob"
     training_runtime: str = "torch-distributed"
     checkpoint_pvc: str | None = None
