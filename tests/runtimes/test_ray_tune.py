@@ -145,6 +145,52 @@ def test_a_seeded_study_samples_the_same_values_on_both_runtimes(
     assert [(t.state, t.value) for t in local] == [(t.state, t.value) for t in ray]
 
 
+def _model_digests(context: TuneContext, result: tuning.StudyRun) -> list[str]:
+    """A digest of each trial's logged model, in trial order: of the fitted model as
+    loaded back (the skops file MLflow writes names its entries by object ids, so its
+    bytes differ between any two saves)."""
+    import joblib
+    import mlflow
+
+    assert context.tracking is not None
+    client = context.tracking.client()
+    experiment = client.get_run(result.mlflow_run_id or "").info.experiment_id
+    mlflow.set_tracking_uri(context.tracking.tracking_uri)
+    digests = []
+    for trial in result.trials:
+        (model,) = client.search_logged_models(
+            [experiment], filter_string=f"source_run_id = '{trial.mlflow_run_id}'"
+        )
+        digests.append(joblib.hash(mlflow.sklearn.load_model(model.model_uri)))
+    return digests
+
+
+def test_a_seeded_study_logs_the_same_models_on_both_runtimes(
+    ray_runtime: object, context: TuneContext, tmp_path: Path
+) -> None:
+    results = {
+        runtime: tuning.tune(
+            TuneSpec.model_validate(
+                {
+                    "study": f"models-{runtime}",
+                    "entrypoint": "tests.training.targets:quadratic",
+                    "params": {"kind": "ok", "epochs": 1},
+                    "space": {"x": X, "y": {"kind": "int", "low": 0, "high": 3}},
+                    "metric": "loss",
+                    "trials": 3,
+                    "seed": 5,
+                }
+            ),
+            context,
+            runtime=runtime,
+        )
+        for runtime in tuning.RUNTIMES
+    }
+    local, ray = (_model_digests(context, results[r]) for r in tuning.RUNTIMES)
+    assert len(set(local)) == 3  # three models, one a trial, each its own
+    assert local == ray
+
+
 def test_the_command_runs_a_search_on_ray(
     ray_runtime: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
