@@ -36,9 +36,9 @@ from tests.postgres import (
     postgres_admin,
     wipe,
 )
-from tests.ray_cluster import ray_runtime
+from tests.ray_cluster import ray_head, ray_runtime
 
-__all__ = ["postgres_admin", "ray_runtime"]  # fixtures, shared with every test folder
+__all__ = ["postgres_admin", "ray_head", "ray_runtime"]  # fixtures, shared with every test folder
 
 
 @pytest.fixture(autouse=True)

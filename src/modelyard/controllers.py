@@ -1,6 +1,7 @@
 """The controllers that run inside ``modelyard up`` beside the API: the scheduler, which
 creates the runs schedules owe, the run executor, which drives queued runs on the runtime
-each names (this machine's warm worker pool, or Ray), the job executor, which runs queued
+each names (this machine's warm worker pool, or Ray; on Kubernetes without a Ray
+address, a RayJob per Ray run), the job executor, which runs queued
 training jobs, and the deployment controller, which runs deployments' routers and
 replicas (as processes here, or as Kubernetes objects when ``MODELYARD_KUBERNETES_VALUES``
 places workloads on the cluster the controllers run in). All keep their state in the
@@ -19,7 +20,9 @@ from modelyard.pipelines.executor import RunExecutor
 from modelyard.pipelines.local import local_engine, secret_lookup
 from modelyard.pipelines.scheduling import Scheduler
 from modelyard.runtimes.kubernetes.deployments import ClusterDeploymentController
+from modelyard.runtimes.kubernetes.rayruns import RayJobRuns
 from modelyard.runtimes.kubernetes.runtime import KubeCluster, load_cluster_settings
+from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.serving.controller import DeploymentController
 from modelyard.training.executor import JobExecutor
 from modelyard.training.tracking import TrackingConfig
@@ -42,12 +45,14 @@ class ControlPlane:
         self.executor: RunExecutor | None = None
         self.jobs: JobExecutor | None = None
         self.deployments: DeploymentController | ClusterDeploymentController
+        self.cluster: tuple[ClusterSettings, KubeCluster] | None = None
         if settings.kubernetes_values is not None:  # on a cluster: deployments are objects
-            self.deployments = ClusterDeploymentController(
-                sessions,
+            self.cluster = (
                 load_cluster_settings(settings.kubernetes_values),
                 KubeCluster.from_environment(),
-                poll_seconds=settings.deployment_poll_seconds,
+            )
+            self.deployments = ClusterDeploymentController(
+                sessions, *self.cluster, poll_seconds=settings.deployment_poll_seconds
             )
         else:
             self.deployments = DeploymentController(
@@ -62,10 +67,17 @@ class ControlPlane:
         engine = self._stack.enter_context(
             local_engine(self.settings, self.sessions, self.settings.workers)
         )
+        delegate = None
+        if self.cluster is not None and self.settings.ray_address is None:
+            # No Ray beside the control plane: each Ray run is a RayJob of its own.
+            delegate = RayJobRuns(
+                engine, *self.cluster, platform_namespace=self.settings.platform_namespace
+            )
         self.executor = RunExecutor(
             engine,
             capacity=self.settings.max_active_runs,
             poll_seconds=self.settings.executor_poll_seconds,
+            delegate=delegate,
         )
         self.executor.start()
         self.jobs = JobExecutor(

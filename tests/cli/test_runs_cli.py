@@ -312,3 +312,35 @@ def test_bad_backfills_are_usage_errors(
     path.write_text(DATED)
     assert main(["backfill", f"{path}:unscheduled", *extra]) == ExitCode.USAGE
     assert fragment in capsys.readouterr().err
+
+
+def test_drive_runs_a_queued_run_as_the_lease_holder_it_was_handed_to(
+    flow_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelyard.cli.runs import project_id_for
+    from modelyard.config import Settings
+    from modelyard.pipelines.loader import load_pipeline
+    from modelyard.pipelines.runs import NewRun, claim, create_run
+    from modelyard.store.db import opened_engine, session_factory, transaction
+    from modelyard.store.models import PipelineRun
+
+    assert main(["run", f"{flow_file}:flow", "--workers", "1"]) == 0  # prepares the store
+    target = f"{flow_file}:flow"
+    with opened_engine(Settings().resolved_database_url) as store:
+        sessions = session_factory(store)
+        project_id = project_id_for(sessions, "default", create=False)
+        with transaction(sessions) as session:
+            spec = load_pipeline(target).spec(target)
+            run_id = create_run(session, project_id, spec, {"n": 5, "fail": False}, NewRun()).id
+        assert claim(sessions, run_id, "rayjob:elsewhere")  # as the controllers hand it over
+        capsys.readouterr()
+        assert main(["runs", "drive", run_id, "--workers", "1"]) == ExitCode.CONFLICT
+        assert "being driven by another engine" in capsys.readouterr().err
+        args = ["runs", "drive", run_id, "--owner", "rayjob:elsewhere", "--workers", "1"]
+        assert main(args) == 0
+        assert f"run {run_id}: succeeded" in capsys.readouterr().out
+        with sessions() as session:
+            run = session.get(PipelineRun, run_id)
+            assert run is not None
+            assert run.owner is None  # let go once driven
+    assert main(["runs", "drive", "no-such-run"]) == ExitCode.NOT_FOUND

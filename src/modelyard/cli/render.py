@@ -27,7 +27,7 @@ from modelyard.pipelines.loader import USER_MODULE_PREFIX, load_pipeline
 from modelyard.pipelines.runs import PARENT
 from modelyard.runtimes.jobs import Job
 from modelyard.runtimes.kubernetes.objects import Manifest, to_yaml
-from modelyard.runtimes.kubernetes.rayjobs import rayjob
+from modelyard.runtimes.kubernetes.rayjobs import pipeline_rayjob
 from modelyard.runtimes.kubernetes.serving import render_deployment
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.runtimes.kubernetes.tasks import schedule_cronjob, task_job
@@ -124,12 +124,8 @@ def pipeline(
         for key, value in sorted(given.items()):
             args += ["-P", f"{key}={json.dumps(value)}"]
         objects.append(
-            rayjob(
-                settings,
-                project=project,
-                job_name=spec.name,
-                entrypoint=args,
-                workers=max(1, len(spec.nodes)),
+            pipeline_rayjob(
+                settings, project=project, job_name=spec.name, spec=spec, entrypoint=args
             )
         )
     elif runtime == "kubernetes":

@@ -409,6 +409,32 @@ def runs_retry(
         raise typer.Exit(1)
 
 
+@runs_app.command("drive")
+def runs_drive(
+    run_id: str,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            help="Drive the run as this lease holder: the one the controllers handed it to "
+            "(a RayJob's driver)."
+        ),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Drive a queued or interrupted run to its end here, on the runtime it names (what
+    the driver of a run's RayJob runs)."""
+    settings = Settings()
+    with store_sessions(settings) as sessions:
+        _require_run(sessions, run_id)
+        with local_engine(settings, sessions, workers) as engine:
+            if owner is not None:
+                engine.owner = owner
+            state = engine.execute(run_id)
+    console.print(f"run {run_id}: {state}")
+    if state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
 @runs_app.command("cancel")
 def runs_cancel(run_id: str, project: ProjectOption = DEFAULT_PROJECT) -> None:
     """Stop a run: its running tasks get SIGTERM, then SIGKILL after a grace period."""

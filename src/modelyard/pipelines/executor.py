@@ -2,20 +2,41 @@
 
 Queued runs (created through the API, by the scheduler or by a retry) and runs whose
 engine died are claimed through their lease and driven on one engine, at most
-``capacity`` at once. Stopping hands every run back: its running tasks are stopped and
-queued again, its lease let go, and the next executor continues it.
+``capacity`` at once, or handed to a :class:`RunDelegate` that has them driven
+elsewhere (a Ray run on Kubernetes: a RayJob whose driver drives it). Stopping hands
+every run back: its running tasks are stopped and queued again, its lease let go, and
+the next executor continues it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Protocol
 
 from modelyard.pipelines.engine import RunEngine
 from modelyard.pipelines.runs import RunLeasedError, claim, claimable
 from modelyard.polling import Poller
+from modelyard.specs.runs import RunState
 
 logger = logging.getLogger(__name__)
+
+
+class RunDelegate(Protocol):
+    """Has some runs driven elsewhere than on the executor's engine."""
+
+    def handles(self, run_id: str) -> bool:
+        """Whether the run is this delegate's to have driven."""
+        ...
+
+    def drive(self, run_id: str, stop: threading.Event) -> RunState:
+        """Take over the engine's lease on the run and see it driven to its end (or until
+        ``stop``: the run goes on, and the next executor's delegate takes it up again).
+
+        Raises:
+            RunLeasedError: the run is no longer the engine's.
+        """
+        ...
 
 
 class RunExecutor(Poller):
@@ -26,11 +47,19 @@ class RunExecutor(Poller):
             runs name, which it opens on first use).
         capacity: How many runs are driven at once.
         poll_seconds: How often the store is asked for runs to pick up.
+        delegate: Has the runs it handles driven elsewhere.
     """
 
-    def __init__(self, engine: RunEngine, capacity: int = 4, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: RunEngine,
+        capacity: int = 4,
+        poll_seconds: float = 1.0,
+        delegate: RunDelegate | None = None,
+    ) -> None:
         super().__init__("modelyard-runs", poll_seconds, capacity)
         self.engine = engine
+        self.delegate = delegate
         self.capacity = capacity
         self._active: set[str] = set()
         self._lock = threading.Lock()
@@ -59,7 +88,10 @@ class RunExecutor(Poller):
 
     def _drive(self, run_id: str) -> None:
         try:
-            state = self.engine.execute(run_id, stop=self.stopping)
+            if self.delegate is not None and self.delegate.handles(run_id):
+                state = self.delegate.drive(run_id, self.stopping)
+            else:
+                state = self.engine.execute(run_id, stop=self.stopping)
             logger.info("run %s is %s", run_id, state.value)
         except RunLeasedError:
             logger.info("run %s was taken by another engine", run_id)

@@ -359,6 +359,24 @@ def renew(
         return bool(getattr(result, "rowcount", 0))
 
 
+def hand_over(
+    sessions: sessionmaker[Session],
+    run_id: str,
+    owner: str,
+    to: str,
+    lease: timedelta = DEFAULT_LEASE,
+) -> bool:
+    """Pass our lease to ``to`` (a driver elsewhere); False when it is no longer ours."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            update(PipelineRun)
+            .where(PipelineRun.id == run_id, PipelineRun.owner == owner)
+            .values(owner=to, lease_until=utcnow() + lease)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
 def release(sessions: sessionmaker[Session], run_id: str, owner: str) -> None:
     with transaction(sessions) as session:
         session.execute(

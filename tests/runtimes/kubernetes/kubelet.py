@@ -4,7 +4,10 @@ It is the API server and kubelet of the runtime's :class:`Cluster` interface, no
 every applied object is first validated against the pinned Kubernetes schema (as the
 API server would), and a Job's pod runs for real as a local process, started from the
 pod's own container ``command`` and ``env`` (Secrets resolved from ``secrets``), with
-the termination message, exit code, logs and deadline a kubelet would report. What it
+the termination message, exit code, logs and deadline a kubelet would report. Given the
+address of a Ray, a RayJob's driver runs for real too, as KubeRay runs it on the head:
+its ``entrypoint`` with the head container's variables, the ``runtimeEnvYAML``'s and
+``RAY_ADDRESS``; its end is the RayJob's status. What it
 does not do (scheduling, images, OOM kills, eviction) is covered by the recorded pod
 payloads in ``payloads/``.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -20,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.runtimes.kubernetes.validation import validate
 
@@ -46,9 +52,16 @@ class _Pod:
 class LocalKubelet:
     """Objects in memory; Job pods as local processes in ``folder``."""
 
-    def __init__(self, folder: Path, secrets: dict[tuple[str, str], str] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        secrets: dict[tuple[str, str], str] | None = None,
+        ray_address: str | None = None,
+    ) -> None:
         self.folder = folder
         self.secrets = dict(secrets or {})
+        self.ray_address = ray_address
+        self.drivers: dict[str, subprocess.Popen[bytes]] = {}  # RayJob name -> its driver
         # Deployments whose pods are not available yet, and those past their progress
         # deadline (by name prefix); the others are available at once (no pods run).
         self.starting: set[str] = set()
@@ -74,6 +87,8 @@ class LocalKubelet:
             self.objects_by_key[key] = obj
         if obj["kind"] == "Job" and new:
             self._start(obj)
+        if obj["kind"] == "RayJob" and new and self.ray_address is not None:
+            self._start_driver(obj)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
         obj = self.objects_by_key.get((api_version, kind, namespace, name))
@@ -85,6 +100,8 @@ class LocalKubelet:
             return {**obj, "status": self._deployment_status(obj)}
         if name in self.statuses:
             return {**obj, "status": self.statuses[name]}
+        if kind == "RayJob" and name in self.drivers:
+            return {**obj, "status": _rayjob_status(self.drivers[name])}
         return obj
 
     def objects(self, api_version: str, kind: str, namespace: str, selector: str) -> list[Manifest]:
@@ -114,6 +131,10 @@ class LocalKubelet:
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.objects_by_key.pop((api_version, kind, namespace, name), None)
+        driver = self.drivers.get(name) if kind == "RayJob" else None
+        if driver is not None and driver.poll() is None:  # the Ray cluster goes with it
+            driver.kill()
+            driver.wait()
         with self._lock:  # an operator's pods go with their owner
             self.operator_pods = [
                 pod
@@ -309,10 +330,55 @@ class LocalKubelet:
             ],
         }
 
+    def _start_driver(self, rayjob: Manifest) -> None:
+        spec, name = rayjob["spec"], rayjob["metadata"]["name"]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.folder),
+            "PYTHONPATH": os.getcwd(),
+            "RAY_ADDRESS": str(self.ray_address),
+            # The tests' Ray heads run without token authentication, as KubeRay's do
+            # unless their authOptions ask for it.
+            "RAY_AUTH_MODE": "disabled",
+        }
+        cluster = spec.get("rayClusterSpec")
+        if cluster is not None:
+            (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+            env.update(
+                {item["name"]: item["value"] for item in head.get("env", []) if "value" in item}
+            )
+            for source in head.get("envFrom", []):
+                secret = source["secretRef"]["name"]
+                env.update(
+                    {key: value for (owner, key), value in self.secrets.items() if owner == secret}
+                )
+        env.update(yaml.safe_load(spec["runtimeEnvYAML"]).get("env_vars", {}))
+        command = shlex.split(spec["entrypoint"])
+        if command[0] == "modelyard":
+            command[0] = str(Path(sys.executable).with_name("modelyard"))
+        folder = self.folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "log").open("wb") as log:
+            self.drivers[name] = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd()
+            )
+
     def close(self) -> None:
         """Stop every pod process still running, and reap them all."""
+        for driver in self.drivers.values():
+            if driver.poll() is None:
+                driver.kill()
+            driver.wait()
         for pod in self._pods.values():
             if pod.process is not None:
                 if pod.process.poll() is None:
                     pod.process.kill()
                 pod.process.wait()
+
+
+def _rayjob_status(driver: subprocess.Popen[bytes]) -> Manifest:
+    """What KubeRay reports of a RayJob whose driver is ``driver``."""
+    code = driver.poll()
+    if code is None:
+        return {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    return {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED" if code == 0 else "FAILED"}

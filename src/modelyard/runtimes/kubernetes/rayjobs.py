@@ -19,6 +19,7 @@ import yaml
 from modelyard.runtimes.kubernetes.objects import Manifest, labels, metadata, name
 from modelyard.runtimes.kubernetes.pods import ContainerSpec, container, pod_spec
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
+from modelyard.specs.pipelines import PipelineSpec
 from modelyard.specs.resources import Resources
 
 HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001}
@@ -73,6 +74,28 @@ def rayjob(
         ),
         "spec": spec,
     }
+
+
+def pipeline_rayjob(
+    settings: ClusterSettings,
+    *,
+    project: str,
+    job_name: str,
+    spec: PipelineSpec,
+    entrypoint: Sequence[str],
+    labels_extra: dict[str, str] | None = None,
+) -> Manifest:
+    """The RayJob that drives a run of ``spec``: one Ray worker per task of the
+    pipeline, which Ray's scheduler shares between the tasks that are ready."""
+    obj = rayjob(
+        settings,
+        project=project,
+        job_name=job_name,
+        entrypoint=entrypoint,
+        workers=max(1, len(spec.nodes)),
+    )
+    obj["metadata"]["labels"].update(labels_extra or {})
+    return obj
 
 
 def _cluster(
