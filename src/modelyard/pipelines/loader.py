@@ -25,11 +25,19 @@ def module_name_for(path: Path) -> str:
     that holds the project elsewhere (an image, a Ray worker's copy) names it alike.
     """
     resolved = path.resolve()
-    here = Path.cwd()
-    identity = resolved.relative_to(here) if resolved.is_relative_to(here) else resolved
+    here, identity = _working_folder(), resolved
+    if here is not None and resolved.is_relative_to(here):
+        identity = resolved.relative_to(here)
     digest = hashlib.sha256(identity.as_posix().encode()).hexdigest()[:12]
     stem = "".join(c if c.isalnum() else "_" for c in resolved.stem)
     return f"{USER_MODULE_PREFIX}{stem}_{digest}"
+
+
+def _working_folder() -> Path | None:
+    try:
+        return Path.cwd()
+    except FileNotFoundError:  # removed under a long-lived worker
+        return None
 
 
 _imported_versions: dict[str, int] = {}
