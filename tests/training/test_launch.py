@@ -144,3 +144,26 @@ def test_parameters_are_converted_to_the_functions_annotations() -> None:
     }
     with pytest.raises(InvalidInputError, match="epochs: Input should be a valid integer"):
         checked_params(train, "t:train", {"run": "a", "epochs": "five"})
+
+
+def test_a_workers_report_of_its_exception_fits_a_termination_message(tmp_path: Path) -> None:
+    """On Kubernetes the report is the pod's termination message, cut at 4 KB: however
+    long the traceback and however wide the message, it stays whole JSON."""
+    import json
+
+    from modelyard.training.worker import main
+
+    # 80 frames of distinct functions: a traceback far longer than 4 KB.
+    calls = "".join(f"def f{n}():\n    f{n + 1}()\n" for n in range(80))
+    (tmp_path / "deep.py").write_text(
+        calls + "def f80():\n    raise ValueError('é' * 100)\ndef main():\n    f0()\n"
+    )
+    report = tmp_path / "report.json"
+    assert main([f"{tmp_path / 'deep.py'}:main", "{}", str(report)]) == 1
+    assert len(report.read_bytes()) <= 4096
+    parsed = json.loads(report.read_text())
+    assert parsed["error_type"] == "builtins.ValueError"
+    assert parsed["message"].startswith("éé")
+    assert parsed["traceback"].rstrip().endswith("ValueError: " + "é" * 100)
+    assert "in f79" in parsed["traceback"]  # its tail, not its head
+    assert "in f1\n" not in parsed["traceback"]

@@ -437,8 +437,10 @@ class RunEngine:
 
     def fail_unfinished(self, run_id: str, exc: Exception) -> RunState:
         """Fail what is unfinished of a run that was driven elsewhere and left unfinished
-        (a RayJob whose driver failed or never started), and so the run."""
-        return self._unrunnable(self._start(run_id), exc)
+        (a RayJob whose driver failed or never started), and so the run; a finished run
+        is left as it is."""
+        state = self._state(run_id)
+        return state if state.finished else self._unrunnable(self._start(run_id), exc)
 
     def _unrunnable(self, run: _Run, exc: Exception) -> RunState:
         """Fail the unfinished tasks of a run whose runtime cannot be opened, and the run."""

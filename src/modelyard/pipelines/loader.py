@@ -19,7 +19,8 @@ USER_MODULE_PREFIX = "_modelyard_user_"
 
 
 def module_name_for(path: Path) -> str:
-    """A stable module name for a pipeline file, the same in every process.
+    """A stable module name for a pipeline file, the same in every process that works
+    in the same folder.
 
     A file inside the working folder is named by its path from there, so a machine
     that holds the project elsewhere (an image, a Ray worker's copy) names it alike.

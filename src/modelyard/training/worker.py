@@ -28,7 +28,7 @@ from modelyard.pipelines.loader import import_file, module_name_for, resolve_tar
 logger = logging.getLogger(__name__)
 
 _MESSAGE_CHARS = 500
-_TRACEBACK_CHARS = 3000
+_REPORT_BYTES = 4096
 
 
 def resolve_entrypoint(entrypoint: str) -> Any:
@@ -49,16 +49,7 @@ def main(argv: list[str]) -> int:
         _tag_code(entrypoint, function)
         result = function(**checked_params(function, entrypoint, json.loads(params_json)))
     except BaseException as exc:  # the user's code may raise anything, even SystemExit
-        report.write_text(
-            json.dumps(
-                {
-                    "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-                    "message": str(exc)[:_MESSAGE_CHARS],
-                    # Its tail: on Kubernetes the report is a termination message (4 KB).
-                    "traceback": traceback.format_exc()[-_TRACEBACK_CHARS:],
-                }
-            )
-        )
+        report.write_text(_error_report(exc))
         traceback.print_exc()
         return 1
     _flush_tracking()
@@ -67,6 +58,22 @@ def main(argv: list[str]) -> int:
     except (TypeError, ValueError):
         report.write_text(json.dumps({"result": repr(result)}))
     return 0
+
+
+def _error_report(exc: BaseException) -> str:
+    """The exception as JSON of at most ``_REPORT_BYTES``: on Kubernetes the report is
+    the pod's termination message, which the kubelet cuts there; the traceback's tail is
+    kept (the whole of it is in the worker's log)."""
+    fields = {
+        "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc)[:_MESSAGE_CHARS],
+        "traceback": traceback.format_exc(),
+    }
+    text = json.dumps(fields)
+    while len(text.encode()) > _REPORT_BYTES and fields["traceback"]:
+        fields["traceback"] = fields["traceback"][len(fields["traceback"]) // 2 + 1 :]
+        text = json.dumps(fields)
+    return text
 
 
 def checked_params(function: Any, entrypoint: str, params: dict[str, Any]) -> dict[str, Any]:

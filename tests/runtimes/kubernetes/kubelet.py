@@ -131,6 +131,7 @@ class LocalKubelet:
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.objects_by_key.pop((api_version, kind, namespace, name), None)
+        self.statuses.pop(name, None)  # an object of that name made later starts afresh
         driver = self.drivers.get(name) if kind == "RayJob" else None
         if driver is not None and driver.poll() is None:  # the Ray cluster goes with it
             driver.kill()

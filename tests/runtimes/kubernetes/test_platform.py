@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from modelyard.cli.render_platform import platform, read_values
@@ -258,6 +259,12 @@ def test_without_a_capacity_and_a_gang_scheduler_the_queue_is_the_admins(
     assert not kinds & {"ResourceFlavor", "ClusterQueue", "LocalQueue", "Queue"}
     rules = _rules(objects, "ClusterRole", "modelyard-controllers")
     assert not [rule for rule in rules if "localqueues" in rule["resources"]]
+
+
+@pytest.mark.parametrize("capacity", [{}, {"gpu": 0}])
+def test_a_queue_capacity_names_a_resource(capacity: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="at least one of cpu, memory and gpu"):
+        load_values({"workloads": {"gang_scheduler": "kueue", "queue_capacity": capacity}})
 
 
 def test_without_namespace_management_the_controllers_only_read_namespaces() -> None:

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from modelyard.config import Settings
 from modelyard.pipelines.engine import EngineSettings, RunEngine
 from modelyard.pipelines.executor import RunExecutor
 from modelyard.pipelines.loader import load_pipeline
-from modelyard.pipelines.runs import claim
+from modelyard.pipelines.runs import claim, request_cancel
 from modelyard.runtimes.kubernetes.rayruns import RayJobRuns, driver_owner
 from modelyard.runtimes.kubernetes.settings import ArtifactStorage, ClusterSettings
 from modelyard.runtimes.local.pool import WorkerPool
@@ -171,3 +172,102 @@ def test_runs_on_other_runtimes_are_driven_by_the_engine(
 ) -> None:
     delegate = RayJobRuns(run_engine, cluster_settings(tmp_path), kubelet)
     assert not delegate.handles(queue_run(run_engine, runtime="local"))
+
+
+class Driving:
+    """``RayJobRuns.drive`` in a thread, after the executor's claim, as the executor
+    runs it."""
+
+    def __init__(self, delegate: RayJobRuns, run_id: str) -> None:
+        assert claim(delegate.engine.sessions, run_id, delegate.engine.owner)
+        self.stop = threading.Event()
+        self.ended: list[RunState] = []
+        self.thread = threading.Thread(
+            target=lambda: self.ended.append(delegate.drive(run_id, self.stop))
+        )
+        self.thread.start()
+
+    def finish(self) -> RunState:
+        self.thread.join(timeout=30)
+        (state,) = self.ended
+        return state
+
+
+def task_error(engine: RunEngine, run_id: str) -> str:
+    with engine.sessions() as session:
+        (task,) = session.query(TaskRun).filter_by(run_id=run_id).all()
+        assert task.error is not None
+        return str(task.error["message"])
+
+
+def test_a_rayjob_the_cluster_refuses_fails_the_run(
+    run_engine: RunEngine,
+    kubelet: LocalKubelet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_apply = kubelet.apply
+
+    def refuse_rayjobs(obj: dict[str, Any]) -> None:
+        if obj["kind"] == "RayJob":
+            raise PermissionError('rayjobs.ray.io is forbidden: cannot "patch"')
+        real_apply(obj)
+
+    monkeypatch.setattr(kubelet, "apply", refuse_rayjobs)
+    run_id = queue_run(run_engine)
+    delegate = RayJobRuns(run_engine, cluster_settings(tmp_path), kubelet, poll_seconds=0.02)
+    assert Driving(delegate, run_id).finish() == RunState.FAILED
+    assert "the cluster refused it: rayjobs.ray.io is forbidden" in task_error(run_engine, run_id)
+    assert run_row(run_engine, run_id).owner is None
+
+
+def test_a_rayjob_that_never_starts_its_driver_fails_the_run_after_the_pending_timeout(
+    run_engine: RunEngine, kubelet: LocalKubelet, tmp_path: Path
+) -> None:
+    run_id = queue_run(run_engine)
+    delegate = RayJobRuns(
+        run_engine,
+        cluster_settings(tmp_path),
+        kubelet,
+        poll_seconds=0.02,
+        pending_timeout=timedelta(seconds=0.5),
+    )
+    driving = Driving(delegate, run_id)
+    wait_for(lambda: rayjobs(kubelet))
+    (rayjob,) = rayjobs(kubelet)
+    status = json.loads((PAYLOADS / "rayjob-initializing.json").read_text())["status"]
+    kubelet.statuses[rayjob["metadata"]["name"]] = status
+    assert driving.finish() == RunState.FAILED
+    message = task_error(run_engine, run_id)
+    assert "did not start within 0:00:00.500000" in message
+    assert not rayjobs(kubelet)
+
+
+def test_a_run_cancelled_before_its_driver_starts_is_cancelled_with_its_rayjob(
+    run_engine: RunEngine, kubelet: LocalKubelet, tmp_path: Path
+) -> None:
+    run_id = queue_run(run_engine)
+    delegate = RayJobRuns(run_engine, cluster_settings(tmp_path), kubelet, poll_seconds=0.02)
+    driving = Driving(delegate, run_id)
+    wait_for(lambda: rayjobs(kubelet))
+    request_cancel(run_engine.sessions, run_id)  # the run is leased: only asked to stop
+    assert driving.finish() == RunState.CANCELLED
+    assert not rayjobs(kubelet)
+
+
+def test_a_retried_run_replaces_the_finished_rayjob_of_its_first_go(
+    run_engine: RunEngine, kubelet: LocalKubelet, tmp_path: Path
+) -> None:
+    run_id = queue_run(run_engine)
+    delegate = RayJobRuns(run_engine, cluster_settings(tmp_path), kubelet, poll_seconds=0.02)
+    old = delegate.rayjob(run_id)
+    kubelet.apply(old)  # left by a first go whose controllers stopped before its end
+    status = json.loads((PAYLOADS / "rayjob-succeeded.json").read_text())["status"]
+    kubelet.statuses[old["metadata"]["name"]] = status
+    driving = Driving(delegate, run_id)
+    wait_for(lambda: old["metadata"]["name"] not in kubelet.statuses)  # deleted
+    wait_for(lambda: rayjobs(kubelet))  # and applied again, unfinished
+    time.sleep(0.2)
+    assert not driving.ended  # the new RayJob runs: the run is not failed by the old one
+    driving.stop.set()
+    assert driving.finish() == RunState.QUEUED

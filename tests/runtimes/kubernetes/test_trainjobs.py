@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
 from modelyard.runtimes.kubernetes.trainjobs import KubernetesGangLauncher
 from modelyard.specs.training import FailurePolicy, TrainingJobSpec
 from modelyard.store.db import transaction
+from modelyard.store.models import Project
 from modelyard.training import jobs
 from modelyard.training.launch import JobResult
 from tests.runtimes.kubernetes.conftest import new_project
@@ -44,7 +46,9 @@ def submit(
         runtime="kubernetes",
         failure_policy=policy or FailurePolicy(backoff=0),
     )
-    project_id = new_project(sessions, "fraud")
+    with sessions() as session:
+        existing = session.scalar(select(Project.id).where(Project.name == "fraud"))
+    project_id = existing or new_project(sessions, "fraud")
     with transaction(sessions) as session:
         return jobs.submit(session, project_id, spec, tmp_path / "jobs", "ana").id
 
@@ -109,6 +113,7 @@ def test_a_job_runs_as_one_object_and_ends_as_the_operator_says(
     done: Manifest,
 ) -> None:
     job_id = submit(sessions, tmp_path)
+    one = names(job_id)[0]
     running = Running(sessions, job_id, kubelet, operator)
     obj = applied(kubelet, kind)
     assert obj["metadata"]["namespace"] == NAMESPACE
@@ -121,7 +126,7 @@ def test_a_job_runs_as_one_object_and_ends_as_the_operator_says(
     assert result.outcome.value == "succeeded"
     assert state_of(sessions, job_id) == (
         "succeeded",
-        f"{kind} {NAMESPACE}/train-churn succeeded",
+        f"{kind} {NAMESPACE}/{one} succeeded",
         1,
     )
 
@@ -160,6 +165,11 @@ def test_cancelling_a_job_deletes_its_object(
     assert running.finish().outcome.value == "cancelled"
     assert not [key for key in kubelet.objects_by_key if key[1] == "PyTorchJob"]
     assert state_of(sessions, job_id)[0] == "cancelled"
+
+
+def names(job_id: str) -> tuple[str, str]:
+    """The job's objects of its first and second attempts."""
+    return f"train-churn-{job_id[-8:]}", f"train-churn-{job_id[-8:]}-2"
 
 
 def operator_pod(
@@ -223,25 +233,30 @@ def test_a_worker_the_cluster_took_is_retried_as_a_new_object(
     fragment: str,
 ) -> None:
     job_id = submit(sessions, tmp_path)
+    one, two = names(job_id)
     running = Running(sessions, job_id, kubelet, "pytorchjob")
-    applied_named(kubelet, "train-churn")
+    applied_named(kubelet, one)
     kubelet.operator_pods.extend(  # at once: the peer fails because rank 1 is gone
-        [operator_pod("pod-user-error", "train-churn", 2), operator_pod(payload, "train-churn", 1)]
+        [operator_pod("pod-user-error", one, 2), operator_pod(payload, one, 1)]
     )
-    second = applied_named(kubelet, "train-churn-2")
-    assert ("kubeflow.org/v1", "PyTorchJob", NAMESPACE, "train-churn") not in (
+    second = applied_named(kubelet, two)
+    assert ("kubeflow.org/v1", "PyTorchJob", NAMESPACE, one) not in (
         kubelet.objects_by_key
     )  # the first attempt's gang was stopped
     assert second["spec"]["runPolicy"]["backoffLimit"] == 0  # restarts are modelyard's
-    kubelet.statuses["train-churn-2"] = SUCCEEDED
+    kubelet.statuses[two] = SUCCEEDED
     assert running.finish().outcome.value == "succeeded"
     first, last = attempt_reasons(sessions, job_id)
     # The rank the cluster took is the cause, not the peer that failed after it.
-    assert f"PyTorchJob {NAMESPACE}/train-churn: rank 1 failed: {fragment}" in first
-    assert last == f"PyTorchJob {NAMESPACE}/train-churn-2 succeeded"
+    assert f"PyTorchJob {NAMESPACE}/{one}: rank 1 failed: {fragment}" in first
+    assert last == f"PyTorchJob {NAMESPACE}/{two} succeeded"
 
 
 KEY_ERROR = json.dumps({"error_type": "builtins.KeyError", "message": "'label'"})
+# The user's own exception, from a package that happens to be called kubernetes.
+API_ERROR = json.dumps(
+    {"error_type": "kubernetes.client.exceptions.ApiException", "message": "(503)"}
+)
 
 
 @pytest.mark.parametrize(
@@ -263,6 +278,12 @@ KEY_ERROR = json.dumps({"error_type": "builtins.KeyError", "message": "'label'"}
             False,
             "raised builtins.KeyError: 'label'",
         ),
+        (
+            FailurePolicy(backoff=0, retry_on_exceptions=("ApiException",)),
+            API_ERROR,
+            True,
+            "raised kubernetes.client.exceptions.ApiException: (503)",
+        ),
     ],
 )
 def test_a_workers_own_failure_is_judged_by_the_failure_policy(
@@ -275,17 +296,18 @@ def test_a_workers_own_failure_is_judged_by_the_failure_policy(
     why: str,
 ) -> None:
     job_id = submit(sessions, tmp_path, policy)
+    one, two = names(job_id)
     running = Running(sessions, job_id, kubelet, "pytorchjob")
-    applied_named(kubelet, "train-churn")
-    kubelet.operator_pods.append(operator_pod("pod-user-error", "train-churn", 0, report))
+    applied_named(kubelet, one)
+    kubelet.operator_pods.append(operator_pod("pod-user-error", one, 0, report))
     if retried:
-        applied_named(kubelet, "train-churn-2")
-        kubelet.statuses["train-churn-2"] = SUCCEEDED
+        applied_named(kubelet, two)
+        kubelet.statuses[two] = SUCCEEDED
     result = running.finish()
     assert result.outcome.value == ("succeeded" if retried else "failed")
     reasons = attempt_reasons(sessions, job_id)
     assert len(reasons) == (2 if retried else 1)
-    assert reasons[0] == f"PyTorchJob {NAMESPACE}/train-churn: rank 0 {why}"
+    assert reasons[0] == f"PyTorchJob {NAMESPACE}/{one}: rank 0 {why}"
 
 
 @pytest.mark.parametrize(
@@ -303,9 +325,10 @@ def test_what_no_retry_can_mend_fails_the_job_at_once(
     fragment: str,
 ) -> None:
     job_id = submit(sessions, tmp_path, FailurePolicy(backoff=0, backoff_limit=5))
+    one = names(job_id)[0]
     running = Running(sessions, job_id, kubelet, "pytorchjob")
-    applied_named(kubelet, "train-churn")
-    kubelet.operator_pods.append(operator_pod(payload, "train-churn", 0))
+    applied_named(kubelet, one)
+    kubelet.operator_pods.append(operator_pod(payload, one, 0))
     assert running.finish().outcome.value == "failed"
     (reason,) = attempt_reasons(sessions, job_id)
     assert fragment in reason
@@ -316,8 +339,9 @@ def test_the_backoff_limit_ends_the_retries(
     sessions: sessionmaker[Session], kubelet: LocalKubelet, tmp_path: Path
 ) -> None:
     job_id = submit(sessions, tmp_path, FailurePolicy(backoff=0, backoff_limit=1))
+    one, two = names(job_id)
     running = Running(sessions, job_id, kubelet, "pytorchjob")
-    for name in ("train-churn", "train-churn-2"):
+    for name in (one, two):
         applied_named(kubelet, name)
         kubelet.operator_pods.append(operator_pod("pod-oomkilled", name, 0))
     assert running.finish().outcome.value == "failed"
@@ -331,12 +355,13 @@ def test_rank_zeros_result_comes_back_from_its_termination_message(
     sessions: sessionmaker[Session], kubelet: LocalKubelet, tmp_path: Path
 ) -> None:
     job_id = submit(sessions, tmp_path)
+    one = names(job_id)[0]
     running = Running(sessions, job_id, kubelet, "pytorchjob")
-    applied_named(kubelet, "train-churn")
+    applied_named(kubelet, one)
     for rank, result in ((1, "not rank 0"), (0, {"auc": 0.93})):
         report = json.dumps({"result": result})
-        kubelet.operator_pods.append(operator_pod("pod-succeeded", "train-churn", rank, report))
-    kubelet.statuses["train-churn"] = SUCCEEDED
+        kubelet.operator_pods.append(operator_pod("pod-succeeded", one, rank, report))
+    kubelet.statuses[one] = SUCCEEDED
     assert running.finish().result == {"auc": 0.93}
 
 
@@ -344,11 +369,51 @@ def test_a_trainjobs_node_the_cluster_took_is_retried_from_a_new_trainjob(
     sessions: sessionmaker[Session], kubelet: LocalKubelet, tmp_path: Path
 ) -> None:
     job_id = submit(sessions, tmp_path)
+    one, two = names(job_id)
     running = Running(sessions, job_id, kubelet, "trainjob")
-    applied_named(kubelet, "train-churn", "TrainJob")
-    kubelet.operator_pods.append(operator_pod("pod-oomkilled", "train-churn", 2, kind="TrainJob"))
-    applied_named(kubelet, "train-churn-2", "TrainJob")
-    kubelet.statuses["train-churn-2"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    applied_named(kubelet, one, "TrainJob")
+    initializer = operator_pod("pod-oomkilled", one, 0, kind="TrainJob")
+    initializer["metadata"]["labels"]["jobset.sigs.k8s.io/replicatedjob-name"] = "model-initializer"
+    node = operator_pod("pod-oomkilled", one, 2, kind="TrainJob")
+    node["metadata"]["labels"]["jobset.sigs.k8s.io/replicatedjob-name"] = "node"
+    kubelet.operator_pods.extend([initializer, node])  # only a node's end is a rank's
+    applied_named(kubelet, two, "TrainJob")
+    kubelet.statuses[two] = {"conditions": [{"type": "Complete", "status": "True"}]}
     assert running.finish().outcome.value == "succeeded"
     first, _ = attempt_reasons(sessions, job_id)
-    assert first.startswith(f"TrainJob {NAMESPACE}/train-churn: rank 2 failed: out of memory")
+    assert first.startswith(f"TrainJob {NAMESPACE}/{one}: rank 2 failed: out of memory")
+
+
+def test_jobs_of_one_name_each_have_objects_of_their_own(
+    sessions: sessionmaker[Session], kubelet: LocalKubelet, tmp_path: Path
+) -> None:
+    first, second = submit(sessions, tmp_path), submit(sessions, tmp_path)
+    running = [Running(sessions, job_id, kubelet, "pytorchjob") for job_id in (first, second)]
+    for job_id in (first, second):
+        kubelet.statuses[applied_named(kubelet, names(job_id)[0])["metadata"]["name"]] = SUCCEEDED
+    assert [r.finish().outcome.value for r in running] == ["succeeded", "succeeded"]
+    assert names(first)[0] != names(second)[0]
+
+
+def test_a_failing_call_to_the_api_server_is_tried_again(
+    sessions: sessionmaker[Session],
+    kubelet: LocalKubelet,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = submit(sessions, tmp_path)
+    calls = {"get": 0}
+    real_get = kubelet.get
+
+    def flaky_get(*args: str) -> Manifest | None:
+        calls["get"] += 1
+        if calls["get"] <= 3:
+            raise ConnectionError("the API server is restarting")
+        return real_get(*args)
+
+    monkeypatch.setattr(kubelet, "get", flaky_get)
+    running = Running(sessions, job_id, kubelet, "pytorchjob")
+    kubelet.statuses[names(job_id)[0]] = SUCCEEDED
+    assert running.finish().outcome.value == "succeeded"
+    assert calls["get"] > 3
+    assert state_of(sessions, job_id)[2] == 1

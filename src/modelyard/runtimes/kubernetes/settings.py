@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from modelyard._version import __version__
 from modelyard.runtimes.kubernetes.objects import GPU_RESOURCE
@@ -145,6 +145,13 @@ class ClusterSettings(Spec):
     quota: Quota = Quota()
     project_quotas: dict[str, Quota] = Field(default_factory=dict)
     topology_keys: tuple[str, ...] = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+
+    @field_validator("queue_capacity")
+    @classmethod
+    def _capacity_names_a_resource(cls, value: Resources | None) -> Resources | None:
+        if value is not None and value.cpu is None and value.memory is None and not value.gpu:
+            raise ValueError("a queue's capacity names at least one of cpu, memory and gpu")
+        return value
 
     def namespace(self, project: str) -> str:
         """The namespace of ``project`` (a project name is already a DNS-1123 label)."""

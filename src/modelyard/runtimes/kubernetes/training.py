@@ -89,17 +89,24 @@ def job_env(spec: TrainingJobSpec, settings: ClusterSettings) -> dict[str, str]:
 
 
 def render_training_job(
-    spec: TrainingJobSpec, settings: ClusterSettings, project: str, attempt: int = 1
+    spec: TrainingJobSpec,
+    settings: ClusterSettings,
+    project: str,
+    attempt: int = 1,
+    instance: str = "",
 ) -> list[Manifest]:
-    """The objects of ``spec``'s ``attempt``: one TrainJob or PyTorchJob."""
+    """The objects of ``spec``'s ``attempt``: one TrainJob or PyTorchJob (see
+    :func:`object_name` for ``instance``)."""
     if settings.training_operator == "pytorchjob":
-        return [pytorchjob(spec, settings, project, attempt)]
-    return [trainjob(spec, settings, project, attempt)]
+        return [pytorchjob(spec, settings, project, attempt, instance)]
+    return [trainjob(spec, settings, project, attempt, instance)]
 
 
-def object_name(spec: TrainingJobSpec, attempt: int) -> str:
-    """``train-<job>``, and ``train-<job>-<n>`` for the n-th attempt after the first."""
-    return name("train", spec.name, str(attempt) if attempt > 1 else "")
+def object_name(spec: TrainingJobSpec, attempt: int = 1, instance: str = "") -> str:
+    """``train-<job>``, then ``-<instance>`` (what tells this job from others of its
+    name: the launcher gives a piece of the job's id) and ``-<n>`` for the n-th attempt
+    after the first."""
+    return name("train", spec.name, instance, str(attempt) if attempt > 1 else "")
 
 
 def _job_labels(spec: TrainingJobSpec, settings: ClusterSettings, project: str) -> dict[str, str]:
@@ -125,7 +132,11 @@ def _checkpoint_volume(settings: ClusterSettings) -> tuple[list[Manifest], list[
 
 
 def trainjob(
-    spec: TrainingJobSpec, settings: ClusterSettings, project: str, attempt: int = 1
+    spec: TrainingJobSpec,
+    settings: ClusterSettings,
+    project: str,
+    attempt: int = 1,
+    instance: str = "",
 ) -> Manifest:
     """A Kubeflow Trainer v2 TrainJob on the ``settings.training_runtime``
     ClusterTrainingRuntime (torch: every node runs ``torchrun``)."""
@@ -160,7 +171,7 @@ def trainjob(
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainJob",
         "metadata": metadata(
-            object_name(spec, attempt), settings.namespace(project), object_labels
+            object_name(spec, attempt, instance), settings.namespace(project), object_labels
         ),
         "spec": job_spec,
     }
@@ -220,7 +231,11 @@ def _placement(
 
 
 def pytorchjob(
-    spec: TrainingJobSpec, settings: ClusterSettings, project: str, attempt: int = 1
+    spec: TrainingJobSpec,
+    settings: ClusterSettings,
+    project: str,
+    attempt: int = 1,
+    instance: str = "",
 ) -> Manifest:
     """A Training Operator v1 PyTorchJob: a Master and ``workers - 1`` Workers that the
     operator never restarts (the job's FailurePolicy decides on another attempt)."""
@@ -275,7 +290,7 @@ def pytorchjob(
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
         "metadata": metadata(
-            object_name(spec, attempt), settings.namespace(project), object_labels
+            object_name(spec, attempt, instance), settings.namespace(project), object_labels
         ),
         "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": replica_specs},
     }

@@ -8,8 +8,11 @@ can (an out-of-memory kill, an eviction, a preemption, a lost node or a device f
 retried; an image that cannot be pulled or a missing Secret key is not, see
 ``failures.cluster_verdict``); the container's own exit is judged as a local worker's:
 by its exit code and, from the report the worker leaves in its termination message, the
-exception it raised. The next attempt is a new object (``train-<job>-<n>``) that resumes
-from the latest checkpoint on the shared checkpoint volume.
+exception it raised. The next attempt is a new object that resumes from the latest
+checkpoint on the shared checkpoint volume. Objects are named ``train-<job>-<id>`` (the
+last characters of the job's id, from its folder's name), ``-<n>`` for attempt n > 1,
+so that jobs of one name never share one. A call to the API server that fails while an
+attempt is watched is tried again at the next look.
 
 Secrets reach the workers by reference to the project's Kubernetes Secret; what else the
 job executor hands the gang (the MLflow run, the tracking server) goes in as plain
@@ -19,6 +22,7 @@ variables.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +46,7 @@ from modelyard.runtimes.kubernetes.namespaces import PLATFORM_NAMESPACE, project
 from modelyard.runtimes.kubernetes.objects import Manifest
 from modelyard.runtimes.kubernetes.runtime import PENDING_TIMEOUT, Cluster
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
-from modelyard.runtimes.kubernetes.training import render_training_job
+from modelyard.runtimes.kubernetes.training import TRAINER_NODE, render_training_job
 from modelyard.specs.training import TrainingJobSpec
 from modelyard.training.launch import (
     GangAttempt,
@@ -51,6 +55,8 @@ from modelyard.training.launch import (
     WorkerExit,
     describe_exit,
 )
+
+logger = logging.getLogger(__name__)
 
 _STATE_OF: dict[str, Callable[[Manifest], WorkloadState]] = {
     "TrainJob": trainjob_state,
@@ -62,7 +68,10 @@ _POD_LABEL = {
     "TrainJob": "jobset.sigs.k8s.io/jobset-name",
     "PyTorchJob": "training.kubeflow.org/job-name",
 }
+# A TrainJob's JobSet also runs initializers (dataset, model): only the nodes train.
+_REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
 _COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+_INSTANCE_CHARS = 8
 _REPLICA_TYPE = "training.kubeflow.org/replica-type"
 _REPLICA_INDEX = "training.kubeflow.org/replica-index"
 
@@ -121,7 +130,8 @@ class KubernetesGangLauncher(GangLauncher):
 
     def _attempt(self, number: int, deadline: float | None) -> GangAttempt:
         attempt = GangAttempt(number=number, started_at=datetime.now(UTC))
-        (obj,) = render_training_job(self.spec, self.settings, self.project, number)
+        instance = self.workdir.name[-_INSTANCE_CHARS:]
+        (obj,) = render_training_job(self.spec, self.settings, self.project, number, instance)
         try:
             if number == 1:
                 for namespace_object in project_namespace(
@@ -167,18 +177,26 @@ class _Watch:
                 self._delete()
                 limit = spec.timeout.total_seconds() if spec.timeout else 0
                 return GangOutcome.TIMED_OUT, f"stopped after its timeout of {limit:g} s"
-            current = self.cluster.get(
-                self.obj["apiVersion"], self.obj["kind"], self.namespace, self.name
-            )
-            if current is None:
-                return GangOutcome.FAILED, f"{self.described} was deleted from the cluster"
-            ended = self._ended(_STATE_OF[self.obj["kind"]](current))
+            try:
+                current = self.cluster.get(
+                    self.obj["apiVersion"], self.obj["kind"], self.namespace, self.name
+                )
+                if current is None:
+                    return GangOutcome.FAILED, f"{self.described} was deleted from the cluster"
+                ended = self._ended(_STATE_OF[self.obj["kind"]](current))
+            except Exception:  # the API server's hiccup: look again next time
+                logger.warning("cannot look at %s", self.described, exc_info=True)
+                continue
             if ended is not None:
                 return ended
 
     def _ended(self, state: WorkloadState) -> tuple[GangOutcome, str] | None:
         attempt = self.attempt
-        pods = self.cluster.pods(self.namespace, self.selector)
+        pods = [
+            pod
+            for pod in self.cluster.pods(self.namespace, self.selector)
+            if _labels(pod).get(_REPLICATED_JOB, TRAINER_NODE) == TRAINER_NODE
+        ]
         if state.state is Phase.SUCCEEDED:
             attempt.exits = [WorkerExit(rank=_rank(pod), exit_code=0) for pod in pods]
             rank0 = next((pod for pod in pods if _rank(pod) == 0), None)
@@ -221,7 +239,7 @@ def _rank(pod: Manifest) -> int:
     """The worker's rank: a PyTorchJob's master is 0 and its workers follow; a TrainJob's
     node is its pod's completion index."""
     meta = pod.get("metadata") or {}
-    found = {**(meta.get("annotations") or {}), **(meta.get("labels") or {})}
+    found = {**(meta.get("annotations") or {}), **_labels(pod)}
     if _REPLICA_TYPE in found:
         index = int(found.get(_REPLICA_INDEX, 0))
         return index if found[_REPLICA_TYPE] == "master" else index + 1
@@ -255,11 +273,18 @@ def _exit(pod: Manifest, failure: PodFailure) -> WorkerExit:
     )
 
 
+def _labels(pod: Manifest) -> dict[str, str]:
+    labels: dict[str, str] = (pod.get("metadata") or {}).get("labels") or {}
+    return labels
+
+
+_REASONS = {ERROR_TYPE_PREFIX + reason.value: reason for reason in FailureReason}
+
+
 def _cluster_reason(exit_: WorkerExit | None) -> FailureReason | None:
-    error_type = exit_.error_type if exit_ is not None else None
-    if error_type is None or not error_type.startswith(ERROR_TYPE_PREFIX):
-        return None
-    return FailureReason(error_type.removeprefix(ERROR_TYPE_PREFIX))
+    """The cluster's reason an exit carries (not a user's exception that merely lives
+    in a ``kubernetes`` package)."""
+    return _REASONS.get(exit_.error_type or "") if exit_ is not None else None
 
 
 def _root_cause(failed: list[WorkerExit]) -> WorkerExit:
