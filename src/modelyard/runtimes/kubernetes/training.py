@@ -97,9 +97,10 @@ def render_training_job(
 ) -> list[Manifest]:
     """The objects of ``spec``'s ``attempt``: one TrainJob or PyTorchJob (see
     :func:`object_name` for ``instance``)."""
+    called = object_name(spec, attempt, instance)
     if settings.training_operator == "pytorchjob":
-        return [pytorchjob(spec, settings, project, attempt, instance)]
-    return [trainjob(spec, settings, project, attempt, instance)]
+        return [pytorchjob(spec, settings, project, called)]
+    return [trainjob(spec, settings, project, called)]
 
 
 def object_name(spec: TrainingJobSpec, attempt: int = 1, instance: str = "") -> str:
@@ -132,11 +133,7 @@ def _checkpoint_volume(settings: ClusterSettings) -> tuple[list[Manifest], list[
 
 
 def trainjob(
-    spec: TrainingJobSpec,
-    settings: ClusterSettings,
-    project: str,
-    attempt: int = 1,
-    instance: str = "",
+    spec: TrainingJobSpec, settings: ClusterSettings, project: str, called: str = ""
 ) -> Manifest:
     """A Kubeflow Trainer v2 TrainJob on the ``settings.training_runtime``
     ClusterTrainingRuntime (torch: every node runs ``torchrun``)."""
@@ -171,7 +168,7 @@ def trainjob(
         "apiVersion": "trainer.kubeflow.org/v1alpha1",
         "kind": "TrainJob",
         "metadata": metadata(
-            object_name(spec, attempt, instance), settings.namespace(project), object_labels
+            called or object_name(spec), settings.namespace(project), object_labels
         ),
         "spec": job_spec,
     }
@@ -231,11 +228,7 @@ def _placement(
 
 
 def pytorchjob(
-    spec: TrainingJobSpec,
-    settings: ClusterSettings,
-    project: str,
-    attempt: int = 1,
-    instance: str = "",
+    spec: TrainingJobSpec, settings: ClusterSettings, project: str, called: str = ""
 ) -> Manifest:
     """A Training Operator v1 PyTorchJob: a Master and ``workers - 1`` Workers that the
     operator never restarts (the job's FailurePolicy decides on another attempt)."""
@@ -290,7 +283,7 @@ def pytorchjob(
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
         "metadata": metadata(
-            object_name(spec, attempt, instance), settings.namespace(project), object_labels
+            called or object_name(spec), settings.namespace(project), object_labels
         ),
         "spec": {"runPolicy": run_policy, "pytorchReplicaSpecs": replica_specs},
     }
