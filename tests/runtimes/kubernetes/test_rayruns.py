@@ -138,6 +138,9 @@ def test_a_rayjob_that_ends_before_its_run_fails_the_run_with_its_reason(
     wait_for(lambda: rayjobs(kubelet))
     (rayjob,) = rayjobs(kubelet)
     assert run_row(run_engine, run_id).owner == driver_owner(run_id)  # handed to the driver
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    for labelled in (rayjob, head):  # kubectl finds the run's RayJob and pods by it
+        assert labelled["metadata"]["labels"]["modelyard.io/run"] == run_id
     status = json.loads((PAYLOADS / f"{payload}.json").read_text())["status"]
     kubelet.statuses[rayjob["metadata"]["name"]] = status
     thread.join(timeout=30)

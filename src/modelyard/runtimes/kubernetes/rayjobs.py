@@ -38,10 +38,12 @@ def rayjob(
     env: dict[str, str] | None = None,
     secrets: Sequence[str] = (),
     timeout_seconds: int | None = None,
+    run: str | None = None,
 ) -> Manifest:
     """A RayJob running ``entrypoint`` with ``workers`` worker pods of
-    ``worker_resources`` each (ephemeral cluster) or on ``settings.ray_cluster``."""
-    object_labels = labels("ray", project=project, job=job_name)
+    ``worker_resources`` each (ephemeral cluster) or on ``settings.ray_cluster``; the
+    RayJob and its pods are labelled with the ``run`` they drive, if given."""
+    object_labels = labels("ray", project=project, job=job_name, run=run)
     driver_env = {"MODELYARD_RAY_ADDRESS": "auto", **(env or {})}
     spec: Manifest = {
         "entrypoint": shlex.join(entrypoint),
@@ -83,19 +85,19 @@ def pipeline_rayjob(
     job_name: str,
     spec: PipelineSpec,
     entrypoint: Sequence[str],
-    labels_extra: dict[str, str] | None = None,
+    run: str | None = None,
 ) -> Manifest:
-    """The RayJob that drives a run of ``spec``: one Ray worker per task of the
-    pipeline, which Ray's scheduler shares between the tasks that are ready."""
-    obj = rayjob(
+    """The RayJob that drives a run of ``spec`` (``run``, once it exists): one Ray
+    worker per task of the pipeline, which Ray's scheduler shares between the tasks
+    that are ready."""
+    return rayjob(
         settings,
         project=project,
         job_name=job_name,
         entrypoint=entrypoint,
         workers=max(1, len(spec.nodes)),
+        run=run,
     )
-    obj["metadata"]["labels"].update(labels_extra or {})
-    return obj
 
 
 def _cluster(

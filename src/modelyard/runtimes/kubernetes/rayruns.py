@@ -39,7 +39,7 @@ from modelyard.pipelines.runs import (
 )
 from modelyard.runtimes.kubernetes.failures import Phase, WorkloadState, rayjob_state
 from modelyard.runtimes.kubernetes.namespaces import PLATFORM_NAMESPACE, project_namespace
-from modelyard.runtimes.kubernetes.objects import LABEL_PREFIX, Manifest, label_value
+from modelyard.runtimes.kubernetes.objects import LABEL_PREFIX, Manifest
 from modelyard.runtimes.kubernetes.rayjobs import pipeline_rayjob
 from modelyard.runtimes.kubernetes.runtime import PENDING_TIMEOUT, Cluster
 from modelyard.runtimes.kubernetes.settings import ClusterSettings
@@ -108,6 +108,7 @@ class RayJobRuns:
         except Exception as exc:  # refused: no KubeRay, no permission, an invalid object
             logger.warning("run %s: the cluster refused its RayJob", run_id, exc_info=True)
             return self._end(obj, run_id, f"the cluster refused it: {exc}")
+        logger.info("run %s: driven by RayJob %s", run_id, obj["metadata"]["name"])
         pending_since = time.monotonic()
         while not stop.wait(self.poll_seconds):
             try:
@@ -156,12 +157,6 @@ class RayJobRuns:
             if stop.wait(self.poll_seconds):
                 return False
         self.cluster.apply(obj)
-        logger.info(
-            "run %s: driven by RayJob %s/%s",
-            meta["labels"][LABEL_PREFIX + "run"],
-            meta["namespace"],
-            meta["name"],
-        )
         return True
 
     def _end(self, obj: Manifest, run_id: str, why: str) -> RunState:
@@ -205,7 +200,7 @@ class RayJobRuns:
                 *("modelyard", "runs", "drive", run_id),
                 *("--owner", driver_owner(run_id), "--workers", "1"),
             ],
-            labels_extra={LABEL_PREFIX + "run": label_value(run_id)},
+            run=run_id,
         )
 
     def _state(self, run_id: str) -> RunState:
